@@ -1,0 +1,61 @@
+# Liveline: two commands on a fresh machine (Python 3.11+, make, git):
+#   make run    install what is needed and start the local stack
+#   make test   install what the tests need and run the whole suite
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+CHECKOV_VENV := .venv-checkov
+
+.PHONY: help run test call lint bench webhook-zip relay-bundle clean
+
+help:
+	@echo "make run          start the local stack (relay :8080, webhook :5050, stand-in model if no OPENAI_API_KEY)"
+	@echo "make test         run the whole test suite"
+	@echo "make call         place one simulated call against the running local stack"
+	@echo "make lint         ruff and mypy"
+	@echo "make bench        load-test the relay (see README: Performance)"
+	@echo "make webhook-zip  build the Lambda zip into build/"
+	@echo "make relay-bundle build the relay bundle (code + wheelhouse) into build/"
+
+# -- environments -------------------------------------------------------------------------
+$(VENV)/.python-ok:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Liveline needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.x")'
+	@$(PYTHON) -m venv $(VENV) || { echo "could not create $(VENV): install the venv module (e.g. apt install python3-venv)"; exit 1; }
+	@touch $@
+
+$(VENV)/.runtime: $(VENV)/.python-ok requirements/relay.txt requirements/webhook.txt
+	$(PIP) install -r requirements/relay.txt -r requirements/webhook.txt
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements/dev.txt
+	$(PIP) install -r requirements/dev.txt
+	@touch $@
+
+# checkov gets its own virtualenv: it installs bc-python-hcl2 under the same `hcl2` import
+# name as python-hcl2 and silently replaces its API (infra.md 5).
+$(CHECKOV_VENV)/.installed: requirements/checkov.txt
+	@$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip --disable-pip-version-check -q install -r requirements/checkov.txt
+	@touch $@
+
+# -- the two commands ---------------------------------------------------------------------
+run: $(VENV)/.runtime
+	$(PY) -m scripts.local_stack
+
+test: $(VENV)/.dev $(CHECKOV_VENV)/.installed
+	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest
+
+# -- the rest -----------------------------------------------------------------------------
+call: $(VENV)/.runtime
+	$(PY) -m scripts.call
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check relay webhook_app scripts tests
+	$(PY) -m mypy
+
+clean:
+	rm -rf build .local .pytest_cache .mypy_cache .ruff_cache

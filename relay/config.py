@@ -1,0 +1,262 @@
+"""The relay's configuration: the only place that reads the environment.
+
+``RelayConfig.from_env(os.environ)`` validates every variable, gathers every problem
+and raises one ConfigError that lists them all with their fixes, so a bad deploy
+stops at boot instead of failing the first caller. ``relay/wsgi.py`` and
+``relay/gunicorn.conf.py`` both call it, so gunicorn's master refuses to start too.
+
+Pure: imports only the standard library and ``relay.errors``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from relay.errors import ConfigError
+
+# Voices the GA Realtime API accepts by name (openai.types.realtime; protocols.md 2.2).
+VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+
+DEFAULT_INSTRUCTIONS = (
+    "You are Liveline, a friendly phone assistant. You are speaking with a caller on a "
+    "telephone line, so keep every answer short, warm and spoken: no lists, no markdown, "
+    "no URLs read out character by character. If you did not understand the caller, ask "
+    "them to repeat. If the caller wants to end the call, say goodbye briefly."
+)
+DEFAULT_GREETING = "Hello, you've reached Liveline. How can I help you today?"
+
+# OpenAI closes a Realtime session after 60 minutes (protocols.md 2.7) and the load
+# balancer drains for at most 3600 s (infra.md 2a): calls must end before both.
+_OPENAI_SESSION_LIMIT_S = 3600
+DEFAULT_MAX_CALL_S = 3300  # 55 minutes
+DEFAULT_GRACEFUL_TIMEOUT_S = 3600
+
+T = TypeVar("T")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _ws_url(name: str, value: str, *, path_allowed: bool) -> str:
+    """Validate a ws(s):// URL; ``ws://`` is accepted only for a loopback host."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"{name} must be a wss:// URL (got {value!r})")
+    if parts.scheme == "ws" and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"{name} must start with wss:// for a non-local host: Twilio only streams "
+            f"over TLS and OpenAI keys must not cross the network in clear text "
+            f"(ws:// is accepted for 127.0.0.1/localhost only)"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(
+            f"{name} must not carry a query string or fragment: Twilio drops query "
+            f"strings (put values in <Parameter> instead)"
+        )
+    if not path_allowed and parts.path not in ("", "/"):
+        raise ValueError(
+            f"{name} must be the relay's origin only, like wss://relay.example.com "
+            f"(got path {parts.path!r}); the relay adds /twilio/realtime itself"
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"{name} has an invalid port: {exc}") from None
+    return value.rstrip("/")
+
+
+def _bind(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"RELAY_BIND must be HOST:PORT, like 0.0.0.0:80 (got {value!r})")
+    return value
+
+
+def _int_in(name: str, low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a whole number (got {value!r})") from None
+        if not low <= number <= high:
+            raise ValueError(f"{name} must be between {low} and {high} (got {number})")
+        return number
+
+    return parse
+
+
+def _float_in(name: str, low: float, high: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a number of seconds (got {value!r})") from None
+        if not low <= number <= high:
+            raise ValueError(f"{name} must be between {low:g} and {high:g} s (got {number:g})")
+        return number
+
+    return parse
+
+
+def _secret(name: str, min_length: int) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if len(value) < min_length:
+            raise ValueError(
+                f"{name} must be at least {min_length} characters long "
+                f"(generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value
+
+    return parse
+
+
+def _model(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", value):
+        raise ValueError(f"OPENAI_REALTIME_MODEL is not a model name (got {value!r})")
+    return value
+
+
+def _voice(value: str) -> str:
+    if value not in VOICES and not value.startswith("voice_"):
+        raise ValueError(
+            f"OPENAI_VOICE must be one of {', '.join(VOICES)} or a custom voice id "
+            f"voice_... (got {value!r})"
+        )
+    return value
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"RELAY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR (got {value!r})")
+    return level
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """Everything the relay needs, validated. Secrets are kept out of ``repr``."""
+
+    openai_api_key: str = field(repr=False)
+    twilio_auth_token: str = field(repr=False)
+    stream_token_secret: str = field(repr=False)
+    relay_public_url: str
+    diagnostic_token: str | None = field(default=None, repr=False)
+    openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
+    openai_realtime_model: str = "gpt-realtime"
+    openai_voice: str = "marin"
+    assistant_instructions: str = DEFAULT_INSTRUCTIONS
+    assistant_greeting: str = DEFAULT_GREETING
+    relay_bind: str = "0.0.0.0:80"
+    max_calls: int = 300
+    workers: int = 1
+    max_call_s: int = DEFAULT_MAX_CALL_S
+    graceful_timeout_s: int = DEFAULT_GRACEFUL_TIMEOUT_S
+    openai_connect_timeout_s: float = 8.0
+    session_timeout_s: float = 10.0
+    start_timeout_s: float = 10.0
+    close_timeout_s: float = 1.0
+    log_level: str = "INFO"
+
+    @property
+    def stream_url(self) -> str:
+        """The URL Twilio dials and signs: RELAY_PUBLIC_URL + /twilio/realtime."""
+        return self.relay_public_url + "/twilio/realtime"
+
+    @property
+    def openai_connect_url(self) -> str:
+        """The Realtime URL with the model query parameter (GA interface)."""
+        return f"{self.openai_realtime_url}?model={self.openai_realtime_model}"
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings safe to log or print: secrets reduced to whether they are set."""
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if self.__dataclass_fields__[name].repr:
+                out[name] = value
+            else:
+                out[name] = "(set)" if value else "(unset)"
+        return out
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], cores: int | None = None) -> RelayConfig:
+        """Build a config from environment variables, or raise ConfigError listing all problems."""
+        problems: list[str] = []
+        values: dict[str, Any] = {}
+
+        def take(attr: str, env: str, parse: Callable[[str], T], *, required: bool = False,
+                 hint: str = "") -> None:
+            raw = environ.get(env, "")
+            if raw == "":
+                if required:
+                    problems.append(f"{env} is not set{': ' + hint if hint else ''}")
+                return
+            try:
+                values[attr] = parse(raw)
+            except ValueError as exc:
+                problems.append(str(exc))
+
+        take("openai_api_key", "OPENAI_API_KEY", str, required=True,
+             hint="the relay needs it to open Realtime sessions")
+        take("twilio_auth_token", "TWILIO_AUTH_TOKEN", _secret("TWILIO_AUTH_TOKEN", 8),
+             required=True, hint="the relay checks X-Twilio-Signature on every stream with it")
+        take("stream_token_secret", "STREAM_TOKEN_SECRET", _secret("STREAM_TOKEN_SECRET", 32),
+             required=True, hint="the same value as the webhook's; it verifies per-call tokens")
+        take("relay_public_url", "RELAY_PUBLIC_URL",
+             lambda v: _ws_url("RELAY_PUBLIC_URL", v, path_allowed=False), required=True,
+             hint="the wss:// origin Twilio dials, like wss://relay.example.com")
+        take("diagnostic_token", "DIAGNOSTIC_TOKEN", _secret("DIAGNOSTIC_TOKEN", 16))
+        take("openai_realtime_url", "OPENAI_REALTIME_URL",
+             lambda v: _ws_url("OPENAI_REALTIME_URL", v, path_allowed=True))
+        take("openai_realtime_model", "OPENAI_REALTIME_MODEL", _model)
+        take("openai_voice", "OPENAI_VOICE", _voice)
+        take("assistant_instructions", "ASSISTANT_INSTRUCTIONS", str)
+        if "ASSISTANT_GREETING" in environ:  # set but empty means: no greeting
+            values["assistant_greeting"] = environ["ASSISTANT_GREETING"]
+        take("relay_bind", "RELAY_BIND", _bind)
+        take("max_calls", "RELAY_MAX_CALLS", _int_in("RELAY_MAX_CALLS", 1, 100_000))
+        take("workers", "RELAY_WORKERS", _int_in("RELAY_WORKERS", 1, 256))
+        take("max_call_s", "RELAY_MAX_CALL_SECONDS",
+             _int_in("RELAY_MAX_CALL_SECONDS", 10, _OPENAI_SESSION_LIMIT_S - 60))
+        take("graceful_timeout_s", "RELAY_GRACEFUL_TIMEOUT_SECONDS",
+             _int_in("RELAY_GRACEFUL_TIMEOUT_SECONDS", 1, 7200))
+        take("openai_connect_timeout_s", "OPENAI_CONNECT_TIMEOUT_SECONDS",
+             _float_in("OPENAI_CONNECT_TIMEOUT_SECONDS", 0.1, 60))
+        take("session_timeout_s", "OPENAI_SESSION_TIMEOUT_SECONDS",
+             _float_in("OPENAI_SESSION_TIMEOUT_SECONDS", 0.1, 60))
+        take("start_timeout_s", "TWILIO_START_TIMEOUT_SECONDS",
+             _float_in("TWILIO_START_TIMEOUT_SECONDS", 0.1, 60))
+        take("log_level", "RELAY_LOG_LEVEL", _log_level)
+
+        if "workers" not in values:
+            values["workers"] = cores if cores is not None else available_cores()
+        max_call_s = values.get("max_call_s", DEFAULT_MAX_CALL_S)
+        graceful_s = values.get("graceful_timeout_s", DEFAULT_GRACEFUL_TIMEOUT_S)
+        if graceful_s <= max_call_s:
+            problems.append(
+                f"RELAY_GRACEFUL_TIMEOUT_SECONDS ({graceful_s}) must be longer than "
+                f"RELAY_MAX_CALL_SECONDS ({max_call_s}), or a deploy cuts live calls"
+            )
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values)

@@ -1,0 +1,258 @@
+"""The relay's WSGI application and its WebSocket handler.
+
+Routes (a plain WSGI callable: three fixed paths need no framework, and Werkzeug's
+routing has a silent trap here: an upgrade reaches only a rule declared with
+``websocket=True``, otherwise the handshake succeeds and the socket closes with 1005):
+
+- ``GET /twilio/realtime`` with an upgrade: one Twilio media stream = one call.
+  Without an upgrade: ``426 Upgrade Required``, ``WebSocket connection expected``.
+- ``GET /healthz``: JSON status; 503 while draining or saturated.
+- ``GET /diagnostic/openai``: bearer-protected upstream check (relay.diagnostic).
+
+gevent-websocket answers the upgrade *before* the WSGI app runs, so every check that must
+answer instead of ``101`` (route, draining, capacity, ``X-Twilio-Signature``) runs in
+RelayHandler.upgrade_websocket, before the handshake.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from geventwebsocket.handler import WebSocketHandler
+from twilio.request_validator import RequestValidator
+
+from relay import __version__, diagnostic
+from relay import openai_protocol as oai
+from relay.bridge import BridgeSettings
+from relay.capacity import CallCounter, LocalCallCounter
+from relay.config import RelayConfig
+from relay.live_call import CallRegistry, LiveCall
+from relay.replay_guard import ReplayGuard
+from relay.transport import WebSocketConnection
+from relay.upstream import UpstreamConnector
+
+log = logging.getLogger(__name__)
+
+STREAM_PATH = "/twilio/realtime"
+HEALTH_PATH = "/healthz"
+DIAGNOSTIC_PATH = "/diagnostic/openai"
+# A Twilio media frame is about 400 bytes; nothing Twilio sends comes near this.
+MAX_TWILIO_MESSAGE_BYTES = 64 * 1024
+
+StartResponse = Callable[..., Any]
+Refusal = tuple[str, str]
+
+
+def _text(start_response: StartResponse, status: str, body: str,
+          extra: list[tuple[str, str]] | None = None) -> list[bytes]:
+    data = body.encode()
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))]
+    start_response(status, headers + (extra or []))
+    return [data]
+
+
+def _json(start_response: StartResponse, status: str, document: dict[str, Any],
+          extra: list[tuple[str, str]] | None = None) -> list[bytes]:
+    data = json.dumps(document).encode()
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
+               ("Cache-Control", "no-store")]
+    start_response(status, headers + (extra or []))
+    return [data]
+
+
+class RelayApp:
+    """The relay: WSGI for plain HTTP, ``run_call`` for upgraded streams."""
+
+    def __init__(
+        self,
+        config: RelayConfig,
+        *,
+        counter: CallCounter | None = None,
+        ssl_context: Any = None,
+    ) -> None:
+        self.config = config
+        self.counter: CallCounter = counter or LocalCallCounter()
+        self.registry = CallRegistry()
+        self.replay_guard = ReplayGuard()
+        self.draining = False
+        self.version = __version__
+        self._validator = RequestValidator(config.twilio_auth_token)
+        self._conn_ids = itertools.count(1)
+        self._pid = os.getpid()
+        self.session_update = oai.session_update(
+            voice=config.openai_voice, instructions=config.assistant_instructions
+        )
+        self.bridge_settings = BridgeSettings(
+            stream_token_secret=config.stream_token_secret,
+            session_update=self.session_update,
+            greeting=oai.greeting(config.assistant_greeting) if config.assistant_greeting else None,
+            start_timeout_s=config.start_timeout_s,
+            session_timeout_s=config.session_timeout_s,
+            max_call_s=config.max_call_s,
+        )
+        self.connector = UpstreamConnector(
+            config.openai_connect_url,
+            config.openai_api_key,
+            config.openai_connect_timeout_s,
+            ssl_context=ssl_context,
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def use_counter(self, counter: CallCounter) -> None:
+        """Count calls with ``counter`` (the worker's shared one under gunicorn)."""
+        self.counter = counter
+
+    def begin_drain(self) -> None:
+        """SIGTERM: refuse new calls, report 503, let live calls finish."""
+        if not self.draining:
+            self.draining = True
+            log.info("relay.draining live_calls=%d", len(self.registry.calls))
+
+    # -- admission (runs in the handler, before the 101) -----------------------------------
+
+    def admit(self, environ: dict[str, Any]) -> Refusal | None:
+        """Check an upgrade request; None admits it (and takes a call slot)."""
+        path = environ.get("PATH_INFO", "")
+        if path != STREAM_PATH:
+            return ("404 Not Found", f"no WebSocket endpoint at {path}; streams go to {STREAM_PATH}")
+        if self.draining:
+            log.info("call.refused reason=draining")
+            return ("503 Service Unavailable", "relay is draining for a deploy; retry on another instance")
+        signature = environ.get("HTTP_X_TWILIO_SIGNATURE", "")
+        if not signature or not self._validator.validate(self.config.stream_url, {}, signature):
+            log.warning(
+                "call.refused reason=bad_signature signature_present=%s remote=%s",
+                bool(signature), environ.get("REMOTE_ADDR"),
+            )
+            return ("403 Forbidden", "X-Twilio-Signature missing or invalid for " + self.config.stream_url)
+        if not self.counter.try_acquire(self.config.max_calls):
+            log.warning("call.refused reason=saturated max_calls=%d", self.config.max_calls)
+            return ("503 Service Unavailable", f"relay is at capacity ({self.config.max_calls} calls)")
+        return None
+
+    def release(self) -> None:
+        """Give back the call slot taken by ``admit``."""
+        self.counter.release()
+
+    def run_call(self, twilio: WebSocketConnection) -> None:
+        """Bridge one upgraded Twilio stream until it ends (blocks this greenlet)."""
+        call = LiveCall(
+            twilio,
+            conn_id=f"{self._pid}-{next(self._conn_ids)}",
+            settings=self.bridge_settings,
+            connector=self.connector,
+            replay_guard=self.replay_guard,
+            close_timeout_s=self.config.close_timeout_s,
+            on_end=self.registry.remove,
+        )
+        self.registry.add(call)
+        call.run()
+
+    # -- plain HTTP -----------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path not in (STREAM_PATH, HEALTH_PATH, DIAGNOSTIC_PATH):
+            return _text(start_response, "404 Not Found",
+                         f"not found: this relay serves {STREAM_PATH} (WebSocket), {HEALTH_PATH} "
+                         f"and {DIAGNOSTIC_PATH}\n")
+        if method not in ("GET", "HEAD"):
+            return _text(start_response, "405 Method Not Allowed", f"{method} not allowed; use GET\n",
+                         [("Allow", "GET, HEAD")])
+        if path == STREAM_PATH:
+            return _text(start_response, "426 Upgrade Required", "WebSocket connection expected\n",
+                         [("Upgrade", "websocket")])
+        if path == HEALTH_PATH:
+            return self._healthz(start_response)
+        return self._diagnostic(environ, start_response)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """(healthy, document) for /healthz."""
+        active = self.counter.total()
+        saturated = active >= self.config.max_calls
+        status = "draining" if self.draining else "saturated" if saturated else "ok"
+        return status == "ok", {
+            "status": status,
+            "version": self.version,
+            "active_calls": active,
+            "max_calls": self.config.max_calls,
+            "draining": self.draining,
+        }
+
+    def _healthz(self, start_response: StartResponse) -> list[bytes]:
+        healthy, document = self.health()
+        return _json(start_response, "200 OK" if healthy else "503 Service Unavailable", document)
+
+    def _diagnostic(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        expected = self.config.diagnostic_token
+        if not expected:
+            return _json(start_response, "404 Not Found",
+                         {"ok": False, "error": "diagnostic endpoint disabled: set DIAGNOSTIC_TOKEN"})
+        supplied = environ.get("HTTP_AUTHORIZATION", "")
+        if not hmac.compare_digest(supplied.encode(), f"Bearer {expected}".encode()):
+            log.warning("diagnostic.refused remote=%s", environ.get("REMOTE_ADDR"))
+            return _json(start_response, "401 Unauthorized",
+                         {"ok": False, "error": "Authorization: Bearer <DIAGNOSTIC_TOKEN> required"},
+                         [("WWW-Authenticate", 'Bearer realm="relay diagnostic"')])
+        result = diagnostic.run(self.connector, self.session_update, self.config.session_timeout_s)
+        result["model"] = self.config.openai_realtime_model
+        log.info("diagnostic.openai ok=%s stage=%s http_status=%s error_code=%s elapsed_ms=%s",
+                 result["ok"], result["stage"], result["http_status"], result["error_code"],
+                 result["elapsed_ms"])
+        return _json(start_response, "200 OK" if result["ok"] else "502 Bad Gateway", result)
+
+
+class RelayHandler(WebSocketHandler):
+    """gevent-websocket's handler, checking before upgrading and handing the socket over."""
+
+    def upgrade_websocket(self) -> Any:
+        """Refuse an upgrade with a plain status before the 101, or let it through."""
+        environ = self.environ
+        if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+            return super().upgrade_websocket()  # not an upgrade: the WSGI app answers
+        app: RelayApp = self.application
+        refusal = app.admit(environ)
+        if refusal is not None:
+            status, body = refusal
+            data = (body + "\n").encode()
+            self.close_connection = True
+            self.start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                                         ("Content-Length", str(len(data)))])
+            return [data]
+        result = super().upgrade_websocket()
+        if getattr(self, "websocket", None) is None:
+            app.release()  # the handshake itself was malformed (version, key): 400/426
+        return result
+
+    def run_websocket(self) -> None:
+        """Hand the upgraded socket to the relay; gevent-websocket's frame layer stays unused."""
+        app: RelayApp = self.application
+        # The library's WebSocket object would send a code-less close frame when collected.
+        self.websocket.closed = True
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = WebSocketConnection(
+            self.socket, self.rfile.read1, client=False, max_message_bytes=MAX_TWILIO_MESSAGE_BYTES
+        )
+        try:
+            app.run_call(conn)
+        finally:
+            app.release()
+            self.websocket = None
+            self.environ["wsgi.websocket"] = None
+
+
+def create_app(config: RelayConfig, **kwargs: Any) -> RelayApp:
+    """The relay application for ``config``."""
+    app = RelayApp(config, **kwargs)
+    log.info("relay.configured %s", " ".join(f"{k}={v!r}" for k, v in config.redacted().items()
+                                              if k not in ("assistant_instructions",)))
+    return app
