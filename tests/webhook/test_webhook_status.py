@@ -1,0 +1,106 @@
+"""POST /twilio/status (the <Stream> status callback) and GET /healthz."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from tests.webhook.conftest import PUBLIC_URL, new_call_sid, sign
+from webhook_app import __version__
+
+PostSigned = Callable[..., Any]
+
+
+def status_form(call_sid: str, event: str, **extra: str) -> dict[str, str]:
+    """The stream status callback form (protocols.md 1.6)."""
+    form = {
+        "AccountSid": "AC" + "0" * 32, "CallSid": call_sid, "StreamSid": "MZ" + "1" * 32,
+        "StreamName": "MZ" + "1" * 32, "StreamEvent": event, "Timestamp": "2026-11-25T13:45:00.000Z",
+    }
+    form.update(extra)
+    return form
+
+
+def status_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage().startswith("stream.status ")]
+
+
+@pytest.mark.parametrize("event", ["stream-started", "stream-stopped"])
+def test_start_and_stop_are_logged_in_one_line(
+    post_signed: PostSigned, caplog: pytest.LogCaptureFixture, event: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="webhook_app")
+    call_sid = new_call_sid()
+
+    response = post_signed("/twilio/status", status_form(call_sid, event))
+
+    assert response.status_code == 204
+    assert response.data == b""
+    (line,) = status_lines(caplog)
+    assert line.levelno == logging.INFO
+    assert line.getMessage() == f"stream.status event={event} call_sid={call_sid} stream_sid=MZ{'1' * 32}"
+
+
+def test_an_error_is_logged_as_a_warning_with_twilios_message(
+    post_signed: PostSigned, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="webhook_app")
+    call_sid = new_call_sid()
+    form = status_form(call_sid, "stream-error",
+                       StreamError="Stream - WebSocket - Handshake Error (31920)\nHTTP 403")
+
+    response = post_signed("/twilio/status", form)
+
+    assert response.status_code == 204
+    (line,) = status_lines(caplog)
+    assert line.levelno == logging.WARNING
+    message = line.getMessage()
+    assert message.startswith(f"stream.status event=stream-error call_sid={call_sid} stream_sid=MZ")
+    assert "error='Stream - WebSocket - Handshake Error (31920)\\nHTTP 403'" in message
+    assert "\n" not in message  # one line, whatever Twilio puts in StreamError
+
+
+def test_an_unsigned_status_callback_is_refused_and_not_logged(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="webhook_app")
+
+    response = client.post("/twilio/status", data=status_form(new_call_sid(), "stream-started"))
+
+    assert response.status_code == 403
+    assert status_lines(caplog) == []
+
+
+def test_a_status_callback_signed_for_the_voice_url_is_refused(client: FlaskClient) -> None:
+    form = status_form(new_call_sid(), "stream-started")
+    response = client.post("/twilio/status", data=form,
+                           headers={"X-Twilio-Signature": sign(PUBLIC_URL + "/twilio/voice", form)})
+
+    assert response.status_code == 403
+
+
+def test_a_status_callback_without_callsid_is_400(post_signed: PostSigned) -> None:
+    form = status_form("x", "stream-started")
+    del form["CallSid"]
+
+    response = post_signed("/twilio/status", form)
+
+    assert response.status_code == 400
+    assert b"CallSid is missing" in response.data
+
+
+def test_get_status_is_405(client: FlaskClient) -> None:
+    assert client.get("/twilio/status").status_code == 405
+
+
+def test_healthz(client: FlaskClient) -> None:
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    assert response.get_json() == {"status": "ok", "version": __version__}
+    assert response.headers["Cache-Control"] == "no-store"

@@ -1,0 +1,116 @@
+"""Entry point for AWS Lambda behind a Function URL: ``webhook_app.lambda_handler.handler``.
+
+apig-wsgi turns each Function URL event (payload format 2.0; base64 bodies included) into a
+WSGI request for the Flask app, and the app's response back into the Lambda result.
+
+Secrets from SSM: infra/ keeps TWILIO_AUTH_TOKEN and STREAM_TOKEN_SECRET in SSM
+SecureString parameters, never in Lambda environment variables. When
+``SSM_PARAMETER_PREFIX`` is set (like ``/liveline/prod``), the cold start reads
+``<prefix>/TWILIO_AUTH_TOKEN`` and ``<prefix>/STREAM_TOKEN_SECRET`` with one
+``ssm:GetParameters`` call (WithDecryption) and lays them over the environment before
+``WebhookConfig.from_env`` validates it. They are read once per execution environment:
+after a rotation, publish a new version (or wait for environments to recycle).
+boto3 is provided by the Lambda runtime and imported only when the prefix is set, so the
+zip does not carry it and gunicorn never needs it.
+
+Everything happens at import (the cold start): a bad configuration fails the init, the
+message listing every fix, before any caller is answered.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from apig_wsgi import make_lambda_handler
+
+from webhook_app import create_app, log
+from webhook_app.config import ConfigError, WebhookConfig
+
+__all__ = ["SSM_PREFIX_VARIABLE", "SSM_SECRET_NAMES", "build_handler", "environ_with_ssm_secrets", "handler"]
+
+logger = logging.getLogger(__name__)
+
+SSM_PREFIX_VARIABLE = "SSM_PARAMETER_PREFIX"
+SSM_SECRET_NAMES = ("TWILIO_AUTH_TOKEN", "STREAM_TOKEN_SECRET")
+# The init phase is short and Twilio waits 15 s for the first answer: fail fast, retry once.
+_SSM_CONNECT_TIMEOUT_S = 2.0
+_SSM_READ_TIMEOUT_S = 3.0
+_SSM_MAX_ATTEMPTS = 2
+
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+class SSMClient(Protocol):
+    """The one boto3 SSM client method used here (a test passes a small fake)."""
+
+    def get_parameters(self, *, Names: list[str], WithDecryption: bool) -> Mapping[str, Any]:
+        """boto3 ``SSM.Client.get_parameters``."""
+        ...
+
+
+def _ssm_prefix(value: str) -> str:
+    prefix = value.rstrip("/")
+    if not prefix.startswith("/") or prefix != prefix.strip() or not prefix.strip("/"):
+        raise ConfigError([
+            f"{SSM_PREFIX_VARIABLE} must be an SSM path like /liveline/prod (got {value!r}): "
+            f"the webhook reads <prefix>/{SSM_SECRET_NAMES[0]} and <prefix>/{SSM_SECRET_NAMES[1]}"
+        ])
+    return prefix
+
+
+def environ_with_ssm_secrets(environ: Mapping[str, str], client: SSMClient, prefix: str) -> dict[str, str]:
+    """Return ``environ`` with the secrets under ``prefix`` laid over it (SSM wins).
+
+    Raises ConfigError naming every parameter that does not exist.
+    """
+    prefix = _ssm_prefix(prefix)
+    wanted = {f"{prefix}/{name}": name for name in SSM_SECRET_NAMES}
+    answer = client.get_parameters(Names=list(wanted), WithDecryption=True)
+    found = {p["Name"]: p["Value"] for p in answer.get("Parameters", []) if p.get("Name") in wanted}
+    missing = [path for path in wanted if path not in found]
+    if missing:
+        raise ConfigError([
+            f"SSM parameter {path} not found: create it as a SecureString "
+            f"(aws ssm put-parameter --type SecureString --name {path} --value ...) "
+            f"or fix {SSM_PREFIX_VARIABLE}"
+            for path in missing
+        ])
+    merged = dict(environ)
+    for path, name in wanted.items():
+        merged[name] = found[path]
+    return merged
+
+
+def _boto3_ssm_client() -> SSMClient:
+    # Lazy, and through importlib: boto3 is the Lambda runtime's, not a dependency of ours.
+    boto3 = importlib.import_module("boto3")
+    botocore_config = importlib.import_module("botocore.config")
+    client: SSMClient = boto3.client("ssm", config=botocore_config.Config(
+        connect_timeout=_SSM_CONNECT_TIMEOUT_S,
+        read_timeout=_SSM_READ_TIMEOUT_S,
+        retries={"max_attempts": _SSM_MAX_ATTEMPTS, "mode": "standard"},
+    ))
+    return client
+
+
+def build_handler(
+    environ: Mapping[str, str],
+    ssm_client: Callable[[], SSMClient] = _boto3_ssm_client,
+) -> LambdaHandler:
+    """Validate ``environ`` (+ SSM secrets if SSM_PARAMETER_PREFIX is set) and wrap the app for Lambda."""
+    prefix = environ.get(SSM_PREFIX_VARIABLE, "")
+    if prefix:
+        environ = environ_with_ssm_secrets(environ, ssm_client(), prefix)
+        logger.info("webhook.secrets source=ssm prefix=%s names=%s", prefix, ",".join(SSM_SECRET_NAMES))
+    app = create_app(WebhookConfig.from_env(environ))
+    # Function URL events are payload 2.0, where apig-wsgi always supports base64 bodies;
+    # binary_support=True makes 1.0 (API Gateway REST) events decode them too.
+    return make_lambda_handler(app, binary_support=True)
+
+
+log.configure()
+handler = build_handler(os.environ)
