@@ -1,0 +1,97 @@
+"""A call as Twilio places it: signed webhook POST -> TwiML -> signed stream to the relay -> assistant audio.
+
+Everything runs on real loopback sockets: the webhook app in-process (gevent's WSGIServer),
+the relay in-process (tests/conftest.py ``make_relay``), the stand-in Realtime model, and
+the simulated caller from scripts/call.py, which follows the TwiML exactly as Twilio does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from gevent.pywsgi import WSGIServer
+
+from scripts.call import SimulatedCaller, target_from_webhook
+from scripts.standin_model import StandinModel
+from tests.conftest import AUTH_TOKEN, RunningRelay
+from tests.webhook.conftest import webhook_env
+from webhook_app import create_app
+from webhook_app.config import WebhookConfig
+
+StartWebhook = Callable[..., str]
+
+
+@pytest.fixture
+def start_webhook() -> Iterator[StartWebhook]:
+    """Factory: serve the webhook on a loopback port; returns its http:// base URL.
+
+    The socket is bound first so WEBHOOK_PUBLIC_URL can name the real port (as `make run`
+    does), unless the test passes a public URL of its own (the proxy case).
+    """
+    servers: list[WSGIServer] = []
+
+    def start(relay_public_url: str, public_url: str | None = None, **overrides: str) -> str:
+        server = WSGIServer(("127.0.0.1", 0), None, log=None)
+        server.init_socket()
+        local_url = f"http://127.0.0.1:{server.server_port}"
+        config = WebhookConfig.from_env(webhook_env(
+            WEBHOOK_PUBLIC_URL=public_url or local_url, RELAY_PUBLIC_URL=relay_public_url, **overrides))
+        server.application = create_app(config)
+        server.start()
+        servers.append(server)
+        return local_url
+
+    yield start
+    for server in servers:
+        server.stop(timeout=1)
+
+
+def test_a_call_from_the_webhook_reaches_the_relay_and_hears_the_assistant(
+    start_webhook: StartWebhook, relay: RunningRelay, standin: StandinModel
+) -> None:
+    webhook_url = start_webhook(relay.ws_url)
+
+    target = target_from_webhook(webhook_url, auth_token=AUTH_TOKEN)
+    result = SimulatedCaller(target, auth_token=AUTH_TOKEN, hold_s=1.5, timeout_s=5).run()
+
+    assert target.url == relay.ws_url + "/twilio/realtime"
+    assert set(target.parameters) == {"streamToken", "callerNumber", "calledNumber"}
+    assert result.handshake_status == 101, result.handshake_body
+    assert result.first_audio_ms is not None, result.timeline
+    assert result.errors == []
+    assert len(standin.sessions) == 1
+    assert "session.update" in standin.sessions[0].types()
+
+
+def test_behind_a_proxy_the_call_still_goes_through(
+    start_webhook: StartWebhook, relay: RunningRelay, standin: StandinModel
+) -> None:
+    """Twilio signs the public https URL; the app is reached on an internal http one."""
+    public_url = "https://webhook.example.com"
+    webhook_url = start_webhook(relay.ws_url, public_url=public_url)
+
+    target = target_from_webhook(webhook_url, auth_token=AUTH_TOKEN, public_url=public_url)
+    result = SimulatedCaller(target, auth_token=AUTH_TOKEN, hold_s=1.5, timeout_s=5).run()
+
+    assert result.handshake_status == 101
+    assert result.first_audio_ms is not None, result.timeline
+
+
+def test_a_stream_secret_that_differs_from_the_relays_ends_the_call_before_the_model(
+    start_webhook: StartWebhook, relay: RunningRelay, standin: StandinModel
+) -> None:
+    webhook_url = start_webhook(relay.ws_url, STREAM_TOKEN_SECRET="not-the-relays-stream-secret-0123456789")
+
+    target = target_from_webhook(webhook_url, auth_token=AUTH_TOKEN)
+    caller = SimulatedCaller(target, auth_token=AUTH_TOKEN, hold_s=1.5, timeout_s=5, wait_for_audio=False)
+    result = caller.run()
+    # SimulatedCaller.hang_up returns early when the relay closed first and never shuts its
+    # socket down (scripts/call.py); close it here so the test leaks nothing.
+    if caller._ws is not None:
+        caller._ws.shutdown()
+
+    assert result.handshake_status == 101
+    assert result.first_audio_ms is None
+    assert result.close_code == 1008  # policy violation: the relay refused the token
+    assert standin.sessions == []
