@@ -57,5 +57,11 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff check relay webhook_app scripts tests
 	$(PY) -m mypy
 
+# The relay's deployable for infra/: relay/ + requirements/relay.txt + a wheelhouse for the instances
+# (Amazon Linux 2023, python3.11). RELAY_ARCH=aarch64 for Graviton instance types.
+RELAY_ARCH ?= x86_64
+relay-bundle: $(VENV)/.python-ok
+	$(PY) scripts/build_relay_bundle.py --arch $(RELAY_ARCH) --output build/relay-bundle.zip
+
 clean:
 	rm -rf build .local .pytest_cache .mypy_cache .ruff_cache
