@@ -8,8 +8,11 @@ SecureString parameters, never in Lambda environment variables. When
 ``SSM_PARAMETER_PREFIX`` is set (like ``/liveline/prod``), the cold start reads
 ``<prefix>/TWILIO_AUTH_TOKEN`` and ``<prefix>/STREAM_TOKEN_SECRET`` with one
 ``ssm:GetParameters`` call (WithDecryption) and lays them over the environment before
-``WebhookConfig.from_env`` validates it. They are read once per execution environment:
-after a rotation, publish a new version (or wait for environments to recycle).
+``WebhookConfig.from_env`` validates it. The same call also reads
+``<prefix>/WEBHOOK_PUBLIC_URL`` when the environment does not set it: the function cannot
+carry its own Function URL in its environment (function -> URL -> function is a cycle),
+so infra/ writes the URL to SSM once it exists. Values are read once per execution
+environment: after a rotation, publish a new version (or wait for environments to recycle).
 boto3 is provided by the Lambda runtime and imported only when the prefix is set, so the
 zip does not carry it and gunicorn never needs it.
 
@@ -30,12 +33,22 @@ from apig_wsgi import make_lambda_handler
 from webhook_app import create_app, log
 from webhook_app.config import ConfigError, WebhookConfig
 
-__all__ = ["SSM_PREFIX_VARIABLE", "SSM_SECRET_NAMES", "build_handler", "environ_with_ssm_secrets", "handler"]
+__all__ = [
+    "SSM_PREFIX_VARIABLE",
+    "SSM_SECRET_NAMES",
+    "SSM_URL_NAME",
+    "build_handler",
+    "ssm_names",
+    "environ_with_ssm_parameters",
+    "handler",
+]
 
 logger = logging.getLogger(__name__)
 
 SSM_PREFIX_VARIABLE = "SSM_PARAMETER_PREFIX"
 SSM_SECRET_NAMES = ("TWILIO_AUTH_TOKEN", "STREAM_TOKEN_SECRET")
+# Read from SSM only when the environment lacks it (infra/ writes the Function URL there).
+SSM_URL_NAME = "WEBHOOK_PUBLIC_URL"
 # The init phase is short and Twilio waits 15 s for the first answer: fail fast, retry once.
 _SSM_CONNECT_TIMEOUT_S = 2.0
 _SSM_READ_TIMEOUT_S = 3.0
@@ -62,23 +75,39 @@ def _ssm_prefix(value: str) -> str:
     return prefix
 
 
-def environ_with_ssm_secrets(environ: Mapping[str, str], client: SSMClient, prefix: str) -> dict[str, str]:
-    """Return ``environ`` with the secrets under ``prefix`` laid over it (SSM wins).
+def ssm_names(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Return the names read from SSM: the two secrets, and WEBHOOK_PUBLIC_URL unless ``environ`` sets it."""
+    return SSM_SECRET_NAMES if environ.get(SSM_URL_NAME) else (*SSM_SECRET_NAMES, SSM_URL_NAME)
 
-    Raises ConfigError naming every parameter that does not exist.
+
+def environ_with_ssm_parameters(environ: Mapping[str, str], client: SSMClient, prefix: str) -> dict[str, str]:
+    """Return ``environ`` with the parameters under ``prefix`` laid over it, in one GetParameters call.
+
+    The two secrets always come from SSM (SSM wins over the environment);
+    WEBHOOK_PUBLIC_URL only when the environment does not set it. Raises ConfigError
+    naming every parameter that does not exist.
     """
     prefix = _ssm_prefix(prefix)
-    wanted = {f"{prefix}/{name}": name for name in SSM_SECRET_NAMES}
+    wanted = {f"{prefix}/{name}": name for name in ssm_names(environ)}
     answer = client.get_parameters(Names=list(wanted), WithDecryption=True)
     found = {p["Name"]: p["Value"] for p in answer.get("Parameters", []) if p.get("Name") in wanted}
-    missing = [path for path in wanted if path not in found]
-    if missing:
-        raise ConfigError([
-            f"SSM parameter {path} not found: create it as a SecureString "
-            f"(aws ssm put-parameter --type SecureString --name {path} --value ...) "
-            f"or fix {SSM_PREFIX_VARIABLE}"
-            for path in missing
-        ])
+    problems = []
+    for path, name in wanted.items():
+        if path in found:
+            continue
+        if name == SSM_URL_NAME:
+            problems.append(
+                f"SSM parameter {path} not found and {SSM_URL_NAME} is not set: infra/ writes the "
+                f"Function URL there (terraform apply), or set {SSM_URL_NAME} in the environment"
+            )
+        else:
+            problems.append(
+                f"SSM parameter {path} not found: create it as a SecureString "
+                f"(aws ssm put-parameter --type SecureString --name {path} --value ...) "
+                f"or fix {SSM_PREFIX_VARIABLE}"
+            )
+    if problems:
+        raise ConfigError(problems)
     merged = dict(environ)
     for path, name in wanted.items():
         merged[name] = found[path]
@@ -104,8 +133,8 @@ def build_handler(
     """Validate ``environ`` (+ SSM secrets if SSM_PARAMETER_PREFIX is set) and wrap the app for Lambda."""
     prefix = environ.get(SSM_PREFIX_VARIABLE, "")
     if prefix:
-        environ = environ_with_ssm_secrets(environ, ssm_client(), prefix)
-        logger.info("webhook.secrets source=ssm prefix=%s names=%s", prefix, ",".join(SSM_SECRET_NAMES))
+        logger.info("webhook.ssm prefix=%s names=%s", prefix, ",".join(ssm_names(environ)))
+        environ = environ_with_ssm_parameters(environ, ssm_client(), prefix)
     app = create_app(WebhookConfig.from_env(environ))
     # Function URL events are payload 2.0, where apig-wsgi always supports base64 bodies;
     # binary_support=True makes 1.0 (API Gateway REST) events decode them too.

@@ -144,7 +144,7 @@ def env_without_secrets(**extra: str) -> dict[str, str]:
 def test_ssm_secrets_are_read_in_one_decrypting_call(lambda_module: ModuleType) -> None:
     ssm = FakeSSM(ssm_parameters())
 
-    merged = lambda_module.environ_with_ssm_secrets(env_without_secrets(), ssm, PREFIX)
+    merged = lambda_module.environ_with_ssm_parameters(env_without_secrets(), ssm, PREFIX)
 
     assert ssm.calls == [{"Names": [f"{PREFIX}/TWILIO_AUTH_TOKEN", f"{PREFIX}/STREAM_TOKEN_SECRET"],
                           "WithDecryption": True}]
@@ -153,10 +153,48 @@ def test_ssm_secrets_are_read_in_one_decrypting_call(lambda_module: ModuleType) 
     assert merged["RELAY_PUBLIC_URL"] == "wss://relay.example.com"
 
 
+def infra_environment() -> dict[str, str]:
+    """What infra/modules/webhook puts in the function's environment: no secrets, no own URL."""
+    return {"RELAY_PUBLIC_URL": "wss://relay.example.com", "SSM_PARAMETER_PREFIX": PREFIX,
+            "FALLBACK_MESSAGE": "Sorry, please call again later.", "LIVELINE_SECRETS_VERSION": "3"}
+
+
+def test_the_public_url_comes_from_ssm_when_the_environment_lacks_it(lambda_module: ModuleType) -> None:
+    """The Function URL cannot be in its own function's environment (a cycle): infra writes it to SSM."""
+    ssm = FakeSSM({**ssm_parameters(), f"{PREFIX}/WEBHOOK_PUBLIC_URL": FUNCTION_URL})
+
+    merged = lambda_module.environ_with_ssm_parameters(infra_environment(), ssm, PREFIX)
+
+    assert ssm.calls == [{"Names": [f"{PREFIX}/TWILIO_AUTH_TOKEN", f"{PREFIX}/STREAM_TOKEN_SECRET",
+                                    f"{PREFIX}/WEBHOOK_PUBLIC_URL"], "WithDecryption": True}]
+    assert merged["WEBHOOK_PUBLIC_URL"] == FUNCTION_URL
+
+
+def test_a_public_url_missing_everywhere_is_named(lambda_module: ModuleType) -> None:
+    with pytest.raises(ConfigError) as caught:
+        lambda_module.environ_with_ssm_parameters(infra_environment(), FakeSSM(ssm_parameters()), PREFIX)
+
+    (problem,) = caught.value.problems
+    assert f"{PREFIX}/WEBHOOK_PUBLIC_URL not found and WEBHOOK_PUBLIC_URL is not set" in problem
+
+
+def test_infras_environment_builds_a_working_handler(lambda_module: ModuleType) -> None:
+    ssm = FakeSSM({**ssm_parameters(), f"{PREFIX}/WEBHOOK_PUBLIC_URL": FUNCTION_URL})
+    handler = lambda_module.build_handler(infra_environment(), lambda: ssm)
+    form = voice_form(new_call_sid())
+    event = function_url_event("POST", "/twilio/voice", form=form,
+                               signature=sign(FUNCTION_URL + "/twilio/voice", form))
+
+    result = handler(event, LambdaContext())
+
+    assert result["statusCode"] == 200
+    assert "<Say>Sorry, please call again later.</Say>" in result["body"]
+
+
 def test_ssm_wins_over_a_stale_environment_value(lambda_module: ModuleType) -> None:
     env = {**env_without_secrets(), "TWILIO_AUTH_TOKEN": "stale-token-from-env-000"}
 
-    merged = lambda_module.environ_with_ssm_secrets(env, FakeSSM(ssm_parameters()), PREFIX + "/")
+    merged = lambda_module.environ_with_ssm_parameters(env, FakeSSM(ssm_parameters()), PREFIX + "/")
 
     assert merged["TWILIO_AUTH_TOKEN"] == AUTH_TOKEN
 
@@ -165,7 +203,7 @@ def test_missing_ssm_parameters_are_named(lambda_module: ModuleType) -> None:
     ssm = FakeSSM({f"{PREFIX}/TWILIO_AUTH_TOKEN": AUTH_TOKEN})
 
     with pytest.raises(ConfigError) as caught:
-        lambda_module.environ_with_ssm_secrets(env_without_secrets(), ssm, PREFIX)
+        lambda_module.environ_with_ssm_parameters(env_without_secrets(), ssm, PREFIX)
 
     (problem,) = caught.value.problems
     assert f"SSM parameter {PREFIX}/STREAM_TOKEN_SECRET not found" in problem
@@ -174,7 +212,7 @@ def test_missing_ssm_parameters_are_named(lambda_module: ModuleType) -> None:
 
 def test_no_ssm_parameters_at_all_names_both(lambda_module: ModuleType) -> None:
     with pytest.raises(ConfigError) as caught:
-        lambda_module.environ_with_ssm_secrets(env_without_secrets(), FakeSSM({}), PREFIX)
+        lambda_module.environ_with_ssm_parameters(env_without_secrets(), FakeSSM({}), PREFIX)
 
     assert len(caught.value.problems) == 2
 
@@ -184,7 +222,7 @@ def test_a_bad_prefix_is_a_config_error(lambda_module: ModuleType, prefix: str) 
     ssm = FakeSSM(ssm_parameters())
 
     with pytest.raises(ConfigError) as caught:
-        lambda_module.environ_with_ssm_secrets(env_without_secrets(), ssm, prefix)
+        lambda_module.environ_with_ssm_parameters(env_without_secrets(), ssm, prefix)
 
     assert "SSM_PARAMETER_PREFIX must be an SSM path" in str(caught.value)
     assert ssm.calls == []
