@@ -57,6 +57,13 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff check relay webhook_app scripts tests
 	$(PY) -m mypy
 
+# The webhook's deployable for infra/: webhook_app/ + requirements/webhook-lambda.txt installed for
+# AWS Lambda python3.12, zipped deterministically (same inputs, same hash) into build/.
+# WEBHOOK_ARCH=arm64 for a Graviton function (infra/: webhook_architecture).
+WEBHOOK_ARCH ?= x86_64
+webhook-zip: $(VENV)/.python-ok
+	$(PY) scripts/build_webhook_zip.py --arch $(WEBHOOK_ARCH) --out build/webhook-lambda.zip
+
 # The relay's deployable for infra/: relay/ + requirements/relay.txt + a wheelhouse for the instances
 # (Amazon Linux 2023, python3.11). RELAY_ARCH=aarch64 for Graviton instance types.
 RELAY_ARCH ?= x86_64
