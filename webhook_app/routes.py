@@ -7,8 +7,9 @@
 
 Signatures are checked against ``WEBHOOK_PUBLIC_URL`` + the request path (+ query), never
 ``request.url``: behind a Lambda Function URL or a proxy, the URL the app sees is not the
-one Twilio signed (protocols.md 1.4). The signature is checked before anything else is
-said about the request, so an unsigned caller learns nothing but "403".
+one Twilio signed (protocols.md 1.4). The signature is checked before the form's content
+is looked at (only routing's 404/405 and the 413 for an oversized body come earlier), so
+an unsigned caller learns nothing but "403".
 
 No network calls while answering: Twilio waits at most 15 s for the whole answer
 (error 11200), and a cold Lambda has already spent part of that.
