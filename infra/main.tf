@@ -51,8 +51,9 @@ data "aws_subnets" "default" {
 }
 
 locals {
-  vpc_id     = var.vpc_id != null ? var.vpc_id : data.aws_vpc.default[0].id
-  subnet_ids = length(var.subnet_ids) > 0 ? var.subnet_ids : sort(data.aws_subnets.default[0].ids)
+  # Splats rather than [0]: with vpc_id set the default-VPC lookups have count = 0.
+  vpc_id     = coalesce(var.vpc_id, one(data.aws_vpc.default[*].id))
+  subnet_ids = length(var.subnet_ids) > 0 ? var.subnet_ids : sort(flatten(data.aws_subnets.default[*].ids))
 }
 
 ################################################################################

@@ -6,6 +6,7 @@ terraform.tfvars.example for the inputs that have none), so a change anywhere al
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -303,6 +304,48 @@ def test_webhook_public_url_reaches_the_handler_through_ssm(stack: Stack) -> Non
     assert parameter["value"] == "${local.public_url}"
     assert module.locals["public_url"] == '${trimsuffix(aws_lambda_function_url.this.function_url, "/")}'
     assert stack.root.calls["webhook"]["ssm_parameter_prefix"] == "${local.ssm_prefix}"
+
+
+def handler_constants() -> dict[str, Any]:
+    """The SSM names webhook_app/lambda_handler.py reads (parsed: importing it runs the cold start)."""
+    tree = ast.parse((ROOT / "webhook_app/lambda_handler.py").read_text())
+    wanted = {"SSM_PREFIX_VARIABLE", "SSM_SECRET_NAMES", "SSM_URL_NAME"}
+    found = {target.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+             for target in node.targets if isinstance(target, ast.Name) and target.id in wanted}
+    assert set(found) == wanted, "webhook_app/lambda_handler.py no longer names its SSM parameters"
+    return found
+
+
+def test_webhook_handler_reads_what_infra_writes_and_grants(stack: Stack) -> None:
+    names = handler_constants()
+    (environment,) = webhook(stack, "aws_lambda_function", "this")["environment"]
+    pattern = names["SSM_PREFIX_VARIABLE"] + r"\s*=\s*var\.ssm_parameter_prefix"
+    assert re.search(pattern, environment["variables"])
+    # Its two secrets are the parameters the webhook module may read...
+    granted = set(stack.root.calls["webhook"]["secret_parameters"])
+    assert set(names["SSM_SECRET_NAMES"]) == WEBHOOK_SECRETS == granted
+    # ...named <prefix>/<NAME>, as the handler builds them...
+    prefix = value(stack, None, "${local.ssm_prefix}")
+    for name in names["SSM_SECRET_NAMES"]:
+        assert ssm_parameter_names(stack)[name] == f"{prefix}/{name}"
+    # ...and the URL parameter is the one the module writes and grants.
+    assert value(stack, "webhook", "${local.public_url_parameter}") == f"{prefix}/{names['SSM_URL_NAME']}"
+
+
+def test_webhook_accepts_the_environment_infra_sets(stack: Stack) -> None:
+    from webhook_app.config import WebhookConfig
+
+    env = {
+        "RELAY_PUBLIC_URL": value(stack, "webhook", "${var.relay_public_url}"),
+        "SSM_PARAMETER_PREFIX": value(stack, "webhook", "${var.ssm_parameter_prefix}"),
+        "LIVELINE_SECRETS_VERSION": "1",
+        # What the handler lays over the environment from SSM at cold start:
+        "WEBHOOK_PUBLIC_URL": "https://abcdefghijklmnopqrstuvwxyz012345.lambda-url.us-east-1.on.aws",
+        "TWILIO_AUTH_TOKEN": "0123456789abcdef" * 2,
+        "STREAM_TOKEN_SECRET": "s" * 48,
+    }
+    config = WebhookConfig.from_env(env)
+    assert config.relay_public_url == "wss://relay.example.com"
 
 
 # -- secrets and IAM ------------------------------------------------------------------------
