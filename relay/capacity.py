@@ -82,11 +82,16 @@ def _alive(pid: int) -> bool:
 class CallTable:
     """Shared per-worker call counts; create it before the workers fork."""
 
-    def __init__(self, slots: int = 256) -> None:
+    def __init__(self, slots: int = 128) -> None:
         self.slots = slots
         self._file = tempfile.TemporaryFile(prefix="liveline-calls-")
         self._file.truncate(_SLOT.size * slots)
         self._map = mmap.mmap(self._file.fileno(), _SLOT.size * slots)
+
+    def close(self) -> None:
+        """Release the shared memory (tests; the relay keeps its table for life)."""
+        self._map.close()
+        self._file.close()
 
     def _read(self, index: int) -> tuple[int, int]:
         return _SLOT.unpack_from(self._map, index * _SLOT.size)  # type: ignore[return-value]

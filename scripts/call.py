@@ -73,6 +73,7 @@ class CallResult:
     media_payloads: list[str] = field(default_factory=list)
     marks_echoed: list[str] = field(default_factory=list)
     clears_ms: list[float] = field(default_factory=list)
+    marks_played_before_clear: list[int] = field(default_factory=list)  # per clear
     heard: bytes = b""
     sent_payloads: list[str] = field(default_factory=list)
     closed_at_ms: float | None = None
@@ -147,6 +148,7 @@ class SimulatedCaller:
         hold_s: float = 8.0,
         send_stop: bool = True,
         wait_for_audio: bool = True,
+        barge_in_after_s: float | None = None,
         timeout_s: float = 10.0,
         extra_headers: dict[str, str] | None = None,
     ) -> None:
@@ -157,6 +159,7 @@ class SimulatedCaller:
         self.hold_s = hold_s
         self.send_stop = send_stop
         self.wait_for_audio = wait_for_audio
+        self.barge_in_after_s = barge_in_after_s
         self.timeout_s = timeout_s
         self.extra_headers = extra_headers or {}
         self.stream_sid = new_sid("MZ")
@@ -166,6 +169,7 @@ class SimulatedCaller:
         self.closed = threading.Event()
         self._t0 = 0.0
         self._ws: websocket.WebSocket | None = None
+        self._threads: list[threading.Thread] = []
 
     def _ms(self) -> float:
         return round((time.monotonic() - self._t0) * 1000, 1)
@@ -260,6 +264,7 @@ class SimulatedCaller:
             self.playback.add_mark(now, message["mark"]["name"])
         elif event == "clear":
             self.result.clears_ms.append(self._ms())
+            self.result.marks_played_before_clear.append(len(self.result.marks_echoed))
             self._note("clear (barge-in): buffered assistant audio dropped")
             for name in self.playback.clear(now):
                 self._echo_mark(name)
@@ -279,6 +284,13 @@ class SimulatedCaller:
                 self._echo_mark(name)
             self.closed.wait(0.005)
 
+    def _await_first_audio(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        while not self.first_audio.is_set() and not self.closed.is_set():
+            if time.monotonic() > deadline:
+                return
+            self.first_audio.wait(0.02)
+
     def _stream_audio(self, data: bytes, deadline: float) -> None:
         started = time.monotonic()
         for index, frame in enumerate(audio.frames(data)):
@@ -297,19 +309,37 @@ class SimulatedCaller:
                 due = started + (index + 1) * 0.02
                 time.sleep(max(due - time.monotonic(), 0))
 
+    def begin(self) -> bool:
+        """Connect, send ``connected`` + ``start`` and start listening; False if refused."""
+        if not self.connect():
+            return False
+        self.start()
+        self._threads = [threading.Thread(target=self._reader, daemon=True),
+                         threading.Thread(target=self._player, daemon=True)]
+        for thread in self._threads:
+            thread.start()
+        return True
+
+    def finish(self) -> CallResult:
+        """Hang up (if the relay has not already) and collect what was heard."""
+        self.hang_up()
+        for thread in self._threads:
+            thread.join(self.timeout_s)
+        self.result.heard = self.playback.heard(time.monotonic())
+        return self.result
+
     def run(self) -> CallResult:
         """Place the call: connect, start, talk, listen, hang up."""
-        if not self.connect():
+        if not self.begin():
             return self.result
-        self.start()
-        reader = threading.Thread(target=self._reader, daemon=True)
-        player = threading.Thread(target=self._player, daemon=True)
-        reader.start()
-        player.start()
         deadline = time.monotonic() + self.hold_s
-        if self.wait_for_audio:
+        if self.barge_in_after_s is not None:
+            # An impatient caller: talks over the assistant this long after it starts.
+            self._await_first_audio()
+            self._stream_audio(audio.silence(int(self.barge_in_after_s * 1000)), deadline)
+        elif self.wait_for_audio:
             # A polite caller: let the greeting play out, then speak.
-            self.first_audio.wait(self.timeout_s)
+            self._await_first_audio()
             while not self.closed.is_set() and time.monotonic() < deadline:
                 if time.monotonic() > self.playback.cursor + 0.3:
                     break
@@ -318,16 +348,15 @@ class SimulatedCaller:
         # Keep the line open (silence, as a real line sends) until the hold time is up.
         while not self.closed.is_set() and time.monotonic() < deadline:
             self._stream_audio(audio.silence(200), deadline)
-        self.hang_up()
-        reader.join(self.timeout_s)
-        player.join(1)
-        self.result.heard = self.playback.heard(time.monotonic())
-        return self.result
+        return self.finish()
 
     def hang_up(self) -> None:
         """End the call as Twilio does: ``stop``, then close (or just drop, if not send_stop)."""
         ws = self._ws
-        if ws is None or self.closed.is_set():
+        if ws is None:
+            return
+        if self.closed.is_set():  # the relay hung up first: just release the socket
+            ws.shutdown()
             return
         self._note("caller hangs up" + (" (stop)" if self.send_stop else " (no stop)"))
         try:
@@ -337,8 +366,8 @@ class SimulatedCaller:
                 ws.send_close()
                 # The reader thread sees the relay's answering close frame.
                 self.closed.wait(self.timeout_s)
-        except (OSError, websocket.WebSocketException):
-            pass  # the relay may already have closed: we are hanging up anyway
+        except (OSError, websocket.WebSocketException) as exc:
+            self._note(f"hang-up on a closed line ({exc})")
         finally:
             ws.shutdown()
 
@@ -439,8 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         target = target_from_relay(relay_url, public_url=env.get("RELAY_PUBLIC_URL"),
                                    stream_secret=env.get("STREAM_TOKEN_SECRET"))
     caller = SimulatedCaller(target, auth_token=auth_token,
-                             caller_audio=audio.read_wav_ulaw(args.wav),
-                             hold_s=args.hold, wait_for_audio=not args.barge_in)
+                             caller_audio=audio.read_wav_ulaw(args.wav), hold_s=args.hold,
+                             barge_in_after_s=1.0 if args.barge_in else None)
     result = caller.run()
     print_report(result, target, Path(args.out) if args.out else None)
     if result.handshake_status != 101:

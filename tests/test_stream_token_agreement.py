@@ -100,12 +100,10 @@ def test_missing_and_malformed_tokens_are_refused_alike(token: str | None) -> No
     assert reasons in ({"missing"}, {"malformed"})
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "stream_token.verify checks the expiry with str.isdigit(), which accepts digits int() "
-    "rejects (superscripts): a plain ValueError escapes instead of StreamTokenError('malformed'), "
-    "and the relay's bridge catches only StreamTokenError. Fix both copies with "
-    "parts[1].isascii() and parts[1].isdigit(), then drop this xfail."))
 def test_a_non_ascii_digit_expiry_is_refused_as_malformed() -> None:
-    with pytest.raises(relay_token.StreamTokenError) as caught:
-        relay_token.verify(SECRET, "v1.\u00b2.abc", call_sid(), now=NOW)
-    assert caught.value.reason == "malformed"
+    # str.isdigit() accepts superscripts that int() rejects: both copies must say
+    # "malformed", never let a bare ValueError escape.
+    for module in (relay_token, webhook_token):
+        with pytest.raises(module.StreamTokenError) as caught:
+            module.verify(SECRET, "v1.\u00b2.abc", call_sid(), now=NOW)
+        assert caught.value.reason == "malformed"

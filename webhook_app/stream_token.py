@@ -84,7 +84,7 @@ def verify(secret: str, token: str | None, call_sid: str, now: float) -> int:
     if len(token) > _MAX_TOKEN_LENGTH:
         raise StreamTokenError("malformed", "stream token is too long")
     parts = token.split(".")
-    if len(parts) != 3 or parts[0] != _VERSION or not parts[1].isdigit():
+    if len(parts) != 3 or parts[0] != _VERSION or not (parts[1].isascii() and parts[1].isdigit()):
         raise StreamTokenError("malformed", "stream token is not in v1.<expires>.<mac> form")
     expires = int(parts[1])
     if not call_sid:

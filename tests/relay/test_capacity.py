@@ -1,0 +1,74 @@
+"""Call counting: a single process, and gunicorn workers sharing one table across fork()."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from relay.capacity import CallTable, LocalCallCounter
+from relay.replay_guard import ReplayGuard
+
+
+def test_local_counter_respects_the_limit() -> None:
+    counter = LocalCallCounter()
+    assert counter.try_acquire(2) and counter.try_acquire(2)
+    assert not counter.try_acquire(2)
+    counter.release()
+    assert counter.total() == 1 and counter.try_acquire(2)
+
+
+def _in_child(table: CallTable, slot: int, acquire: int, limit: int, read_fd: int, write_fd: int) -> None:
+    counter = table.counter(slot)
+    admitted = sum(counter.try_acquire(limit) for _ in range(acquire))
+    os.write(write_fd, bytes([admitted]))
+    os.read(read_fd, 1)  # hold the calls until the parent has looked
+    os._exit(0)
+
+
+def test_workers_share_one_limit_across_fork() -> None:
+    table = CallTable(slots=8)
+    children = []
+    results = []
+    for age in (1, 2):
+        slot = table.claim_slot(age)  # the master, before fork
+        down_r, down_w = os.pipe()
+        up_r, up_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            _in_child(table, slot, acquire=5, limit=7, read_fd=down_r, write_fd=up_w)
+        results.append(os.read(up_r, 1)[0])
+        children.append((pid, down_w))
+    assert results == [5, 2]  # the second worker is capped by the first one's calls
+    assert table.total() == 7
+    for pid, down_w in children:
+        os.write(down_w, b"x")
+        os.waitpid(pid, 0)
+    table.close()
+
+
+def test_a_killed_workers_slot_is_reclaimed() -> None:
+    table = CallTable(slots=2)
+    slot = table.claim_slot(1)
+    down_r, down_w = os.pipe()
+    up_r, up_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _in_child(table, slot, acquire=3, limit=10, read_fd=down_r, write_fd=up_w)
+    assert os.read(up_r, 1)[0] == 3
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert table.total() == 3  # until the master notices
+    # The master claims a slot for the replacement worker: the dead one's is reused and
+    # its calls stop counting against the limit.
+    assert table.claim_slot(2) == slot
+    assert table.total() == 0
+    table.close()
+
+
+def test_replay_guard_forgets_expired_entries() -> None:
+    guard = ReplayGuard()
+    assert guard.claim("CA1", expires=100, now=10)
+    assert not guard.claim("CA1", expires=100, now=20)
+    assert guard.claim("CA2", expires=200, now=150)  # CA1 has expired and is pruned
+    assert len(guard) == 1
+    assert guard.claim("CA1", expires=300, now=160)

@@ -1,0 +1,103 @@
+"""OpenAI Realtime (GA) events: parse vectors, and every builder checked against the
+openai SDK's GA models with no unknown fields (the SDK tolerates extras, so a beta-shaped
+field would otherwise slip through)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import TypeAdapter
+
+from relay import openai_protocol as oai
+from relay.config import VOICES
+from relay.errors import OpenAIProtocolError
+from tests.helpers import assert_ga_client_event
+
+VECTORS = sorted((Path(__file__).parent.parent / "fixtures" / "openai").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", VECTORS, ids=lambda p: p.stem)
+def test_wire_vector(path: Path) -> None:
+    vector = json.loads(path.read_text())
+    raw = vector["raw"] if "raw" in vector else json.dumps(vector["message"])
+    if "error" in vector:
+        with pytest.raises(OpenAIProtocolError, match=vector["error"]):
+            oai.parse(raw)
+        return
+    event = oai.parse(raw)
+    expect = dict(vector["expect"])
+    assert type(event).__name__ == expect.pop("kind")
+    fatal = expect.pop("fatal", None)
+    assert event._asdict() == expect
+    if fatal is not None:
+        assert event.fatal is fatal  # type: ignore[union-attr]
+
+
+def test_valid_vectors_are_real_ga_server_events() -> None:
+    from openai.types.realtime import RealtimeServerEvent
+
+    adapter = TypeAdapter(RealtimeServerEvent)
+    for path in VECTORS:
+        vector = json.loads(path.read_text())
+        if "message" in vector and "error" not in vector and "event_id" in vector["message"]:
+            if vector["message"]["type"] in ("session.created", "session.updated", "response.created",
+                                             "response.done"):
+                continue  # abbreviated session/response objects in these vectors
+            adapter.validate_python(vector["message"])
+
+
+@pytest.mark.parametrize("voice", [*VOICES, "voice_custom123"])
+def test_session_update_is_ga_and_pcmu_both_ways(voice: str) -> None:
+    event = json.loads(oai.session_update(voice=voice, instructions="Be brief."))
+    assert_ga_client_event(event)
+    session = event["session"]
+    assert session["type"] == "realtime"
+    assert session["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+    assert session["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+    assert session["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+    assert session["audio"]["input"]["turn_detection"]["interrupt_response"] is True
+
+
+def test_session_update_has_no_beta_field() -> None:
+    session = json.loads(oai.session_update(voice="marin", instructions="x"))["session"]
+    for beta in ("input_audio_format", "output_audio_format", "modalities", "voice", "turn_detection",
+                 "temperature", "max_response_output_tokens"):
+        assert beta not in session
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        oai.append_audio("/////w=="),
+        oai.response_create(),
+        oai.response_create("Say hi."),
+        oai.greeting("Hello, you've reached Liveline."),
+        oai.truncate("item_abc", 1480),
+    ],
+)
+def test_every_builder_is_a_valid_ga_client_event(text: str) -> None:
+    assert_ga_client_event(json.loads(text))
+
+
+def test_append_carries_the_payload_untouched() -> None:
+    payload = "no+JhoaJjpzS" * 18
+    assert json.loads(oai.append_audio(payload)) == {"type": "input_audio_buffer.append", "audio": payload}
+
+
+def test_truncate_fields() -> None:
+    assert json.loads(oai.truncate("item_1", 250)) == {
+        "type": "conversation.item.truncate", "item_id": "item_1", "content_index": 0, "audio_end_ms": 250}
+
+
+def test_greeting_carries_the_configured_text() -> None:
+    event = json.loads(oai.greeting("Welcome to Acme."))
+    assert "Welcome to Acme." in event["response"]["instructions"]
+
+
+def test_session_updated_with_other_formats_is_reported() -> None:
+    event = oai.parse(json.dumps({"type": "session.updated", "session": {
+        "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}}}}}))
+    assert event == oai.SessionUpdated("audio/pcm", "")

@@ -1,0 +1,290 @@
+"""The relay end to end on loopback: real sockets, the stand-in model as OpenAI and the
+simulated caller as Twilio. Assertions are on what the peers observed, never on the
+relay's internals."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from scripts import audio
+from scripts import standin_model as sm
+from scripts.call import SimulatedCaller, target_from_relay
+from tests.conftest import API_KEY, AUTH_TOKEN, DIAGNOSTIC_TOKEN, STREAM_SECRET, RunningRelay
+from tests.helpers import assert_ga_client_event
+
+QUIET = bytes(range(0xF0, 0x100)) * 10  # near-silent mu-law: does not trip the VAD
+
+
+def get(url: str, headers: dict[str, str] | None = None, method: str = "GET",
+        data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {}, method=method, data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+
+def caller(relay: RunningRelay, **kwargs: Any) -> SimulatedCaller:
+    target = target_from_relay(relay.ws_url, public_url=relay.ws_url, stream_secret=STREAM_SECRET)
+    kwargs.setdefault("hold_s", 1.5)
+    kwargs.setdefault("caller_audio", QUIET)
+    return SimulatedCaller(target, auth_token=AUTH_TOKEN, **kwargs)
+
+
+def wait_for(predicate: Any, timeout_s: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
+
+
+# -- plain HTTP ------------------------------------------------------------------------
+
+
+def test_plain_get_on_the_stream_route_says_426_not_404(relay: RunningRelay) -> None:
+    status, headers, body = get(relay.http_url + "/twilio/realtime")
+    assert status == 426
+    assert headers["Content-Type"].startswith("text/plain")
+    assert body == b"WebSocket connection expected\n"
+
+
+def test_unknown_paths_and_methods(relay: RunningRelay) -> None:
+    status, _, body = get(relay.http_url + "/")
+    assert status == 404 and b"/twilio/realtime" in body
+    status, headers, _ = get(relay.http_url + "/twilio/realtime", method="POST", data=b"x")
+    assert status == 405 and headers["Allow"] == "GET, HEAD"
+
+
+def test_healthz(relay: RunningRelay) -> None:
+    status, headers, body = get(relay.http_url + "/healthz")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    document = json.loads(body)
+    assert document == {"status": "ok", "version": document["version"], "active_calls": 0,
+                        "max_calls": 300, "draining": False}
+
+
+# -- a call -------------------------------------------------------------------------------
+
+
+def test_audio_passes_byte_for_byte_both_ways(relay: RunningRelay, standin: sm.StandinModel) -> None:
+    greeting = bytes((i * 7) % 256 for i in range(3200))  # 400 ms, 4 deltas of 100 ms
+    standin.greeting_audio = greeting
+    result = caller(relay, caller_audio=QUIET * 3).run()
+
+    assert result.handshake_status == 101 and result.close_code == 1000
+    (session,) = standin.sessions
+    # model -> caller: every delta arrived as a media payload, unchanged and in order
+    assert result.media_payloads == session.deltas_sent
+    assert result.received_audio == greeting
+    # caller -> model: every media payload was appended, unchanged and in order
+    assert session.appended == result.sent_payloads and len(session.appended) >= 15
+    # a mark followed each delta and came back once played
+    assert result.marks_echoed == [str(n) for n in range(1, 5)]
+    # the session was configured before the greeting was asked for; all GA-shaped
+    assert session.types()[:2] == ["session.update", "response.create"]
+    assert session.model == "gpt-realtime"
+    assert "Openai-Beta" not in session.headers
+    for event in session.events:
+        assert_ga_client_event(event)
+
+
+def test_barge_in_clears_twilio_and_truncates_at_what_was_heard(
+    relay: RunningRelay, standin: sm.StandinModel
+) -> None:
+    standin.greeting_audio = bytes([0xFF]) * 8000 * 3  # 3 s of greeting, sent 8x real time
+    talk = audio.read_wav_ulaw(audio.CALLER_WAV)
+    result = caller(relay, caller_audio=talk, barge_in_after_s=0.6, hold_s=2.5).run()
+
+    assert len(result.clears_ms) >= 1, result.timeline
+    (session,) = standin.sessions
+    truncates = [e for e in session.events if e["type"] == "conversation.item.truncate"]
+    assert truncates, session.types()
+    played_marks = result.marks_played_before_clear[0]
+    # Each delta is 100 ms; only marks echoed before the clear count as heard.
+    assert truncates[0]["audio_end_ms"] == 100 * played_marks
+    assert 0 < truncates[0]["audio_end_ms"] < 3000
+    assert truncates[0]["item_id"].startswith("item_standin_")  # the greeting's item
+    for event in session.events:
+        assert_ga_client_event(event)
+
+
+def test_caller_hangup_closes_openai_within_a_second(relay: RunningRelay, standin: sm.StandinModel) -> None:
+    for send_stop in (True, False):
+        call = caller(relay, send_stop=send_stop)
+        assert call.begin()
+        assert wait_for(lambda: standin.sessions and standin.sessions[-1].events, 3)
+        hung_up = time.monotonic()
+        call.finish()
+        session = standin.sessions[-1]
+        assert wait_for(lambda: session.closed_at is not None, 2)
+        assert session.closed_at is not None and session.closed_at - hung_up < 1.0, (
+            f"OpenAI socket still open {session.closed_at and session.closed_at - hung_up} s "
+            f"after the caller hung up (stop={send_stop})")
+
+
+# -- who gets in -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["missing", "forged", "expired", "other_call"])
+def test_bad_stream_token_opens_no_openai_session(relay: RunningRelay, standin: sm.StandinModel,
+                                                  case: str) -> None:
+    from relay import stream_token
+
+    call = caller(relay, hold_s=3)
+    params = call.target.parameters
+    if case == "missing":
+        del params["streamToken"]
+    elif case == "forged":
+        params["streamToken"] = stream_token.mint("attacker-secret" * 3, call.target.call_sid, time.time(), 300)
+    elif case == "expired":
+        params["streamToken"] = stream_token.mint(STREAM_SECRET, call.target.call_sid, time.time() - 900, 300)
+    else:
+        params["streamToken"] = stream_token.mint(STREAM_SECRET, "CA" + "e" * 32, time.time(), 300)
+    started = time.monotonic()
+    result = call.run()
+    assert result.close_code == 1008
+    assert time.monotonic() - started < 2.5
+    assert result.media_payloads == []
+    assert standin.handshakes == 0 and standin.sessions == []
+
+
+def test_a_replayed_stream_token_is_refused(relay: RunningRelay, standin: sm.StandinModel) -> None:
+    first = caller(relay, hold_s=0.5)
+    assert first.run().close_code == 1000
+    again = SimulatedCaller(first.target, auth_token=AUTH_TOKEN, hold_s=1, caller_audio=QUIET)
+    assert again.run().close_code == 1008
+    assert len(standin.sessions) == 1
+
+
+@pytest.mark.parametrize("signature", [None, "forged", "wrong_url"])
+def test_unsigned_or_forged_upgrade_is_refused_before_the_handshake(
+    relay: RunningRelay, standin: sm.StandinModel, signature: str | None
+) -> None:
+    from twilio.request_validator import RequestValidator
+
+    call = caller(relay)
+    call.auth_token = None
+    if signature == "forged":
+        call.extra_headers["X-Twilio-Signature"] = "bm90IGEgc2lnbmF0dXJl"
+    elif signature == "wrong_url":
+        call.extra_headers["X-Twilio-Signature"] = RequestValidator(AUTH_TOKEN).compute_signature(
+            "wss://somewhere-else.example.com/twilio/realtime", {})
+    result = call.run()
+    assert result.handshake_status == 403
+    assert "X-Twilio-Signature" in result.handshake_body
+    assert standin.handshakes == 0
+
+
+# -- upstream faults end in the fallback, fast -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "behaviour",
+    [sm.REJECT_401, sm.REJECT_429, sm.REJECT_SESSION, sm.NEVER_UPDATE, sm.HANG_HANDSHAKE,
+     sm.FATAL_ERROR, sm.CLOSE_MIDCALL],
+)
+def test_openai_failures_close_twilio_within_two_seconds(
+    make_relay: Any, standin: sm.StandinModel, behaviour: str
+) -> None:
+    standin.behaviour = behaviour
+    relay = make_relay(standin.url, OPENAI_CONNECT_TIMEOUT_SECONDS="1", OPENAI_SESSION_TIMEOUT_SECONDS="1")
+    call = caller(relay, hold_s=6, wait_for_audio=False)
+    result = call.run()
+    start_ms = next(ms for ms, text in result.timeline if text == "start sent")
+    assert result.close_code == 1011, result.timeline
+    assert result.closed_at_ms is not None and result.closed_at_ms - start_ms < 2000, result.timeline
+
+
+def test_recoverable_openai_error_does_not_end_the_call(relay: RunningRelay, standin: sm.StandinModel) -> None:
+    standin.behaviour = sm.RECOVERABLE_ERROR
+    result = caller(relay).run()
+    assert result.first_audio_ms is not None
+    assert result.close_code == 1000  # ended by our hang-up, not by the error
+
+
+def test_openai_dns_failure_closes_twilio(make_relay: Any) -> None:
+    relay = make_relay("wss://no-such-host.invalid/v1/realtime")
+    result = caller(relay, hold_s=4, wait_for_audio=False).run()
+    assert result.close_code == 1011
+
+
+def test_openai_connection_refused_closes_twilio(make_relay: Any) -> None:
+    from tests.conftest import free_port
+
+    relay = make_relay(f"ws://127.0.0.1:{free_port()}/v1/realtime")
+    result = caller(relay, hold_s=4, wait_for_audio=False).run()
+    assert result.close_code == 1011
+    assert result.closed_at_ms is not None and result.closed_at_ms < 2000
+
+
+# -- capacity --------------------------------------------------------------------------------
+
+
+def test_at_capacity_further_upgrades_get_503(make_relay: Any, standin: sm.StandinModel) -> None:
+    relay = make_relay(standin.url, RELAY_MAX_CALLS="1")
+    first = caller(relay, hold_s=5)
+    assert first.begin()
+    assert wait_for(lambda: relay.app.counter.total() == 1)
+    second = caller(relay).run()
+    assert second.handshake_status == 503 and "capacity" in second.handshake_body
+    status, _, body = get(relay.http_url + "/healthz")
+    assert status == 503 and json.loads(body)["status"] == "saturated"
+    first.finish()
+    assert wait_for(lambda: get(relay.http_url + "/healthz")[0] == 200)
+
+
+# -- the diagnostic endpoint --------------------------------------------------------------
+
+
+def test_diagnostic_requires_its_token(relay: RunningRelay) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": DIAGNOSTIC_TOKEN}):
+        status, response_headers, body = get(relay.http_url + "/diagnostic/openai", headers)
+        assert status == 401 and "Bearer" in response_headers["WWW-Authenticate"]
+
+
+def test_diagnostic_against_a_healthy_model(relay: RunningRelay, standin: sm.StandinModel) -> None:
+    status, _, body = get(relay.http_url + "/diagnostic/openai",
+                          {"Authorization": f"Bearer {DIAGNOSTIC_TOKEN}"})
+    result = json.loads(body)
+    assert status == 200 and result["ok"] is True and result["stage"] == "session"
+    assert set(result["stages_ms"]) >= {"dns", "tcp", "handshake", "session"}
+    assert result["http_status"] == 101 and result["model"] == "gpt-realtime"
+    assert API_KEY.encode() not in body
+    (session,) = standin.sessions
+    assert session.types() == ["session.update"]
+    assert session.events[0] == json.loads(relay.app.session_update)  # exactly the bridge's
+
+
+def test_diagnostic_against_a_model_that_refuses_the_key(relay: RunningRelay, standin: sm.StandinModel) -> None:
+    standin.behaviour = sm.REJECT_401
+    status, _, body = get(relay.http_url + "/diagnostic/openai",
+                          {"Authorization": f"Bearer {DIAGNOSTIC_TOKEN}"})
+    result = json.loads(body)
+    assert status == 502 and result["ok"] is False
+    assert result["stage"] == "handshake" and result["http_status"] == 401
+    assert result["error_code"] == "invalid_api_key" and "Incorrect API key" in result["error_message"]
+    assert API_KEY.encode() not in body
+
+
+def test_diagnostic_names_a_rejected_session(relay: RunningRelay, standin: sm.StandinModel) -> None:
+    standin.behaviour = sm.REJECT_SESSION
+    _, _, body = get(relay.http_url + "/diagnostic/openai", {"Authorization": f"Bearer {DIAGNOSTIC_TOKEN}"})
+    result = json.loads(body)
+    assert result["ok"] is False and result["stage"] == "session"
+    assert result["error_code"] == "invalid_value" and "audio/pcmu" in result["error_message"]
+
+
+def test_diagnostic_disabled_without_a_token(make_relay: Any, standin: sm.StandinModel) -> None:
+    relay = make_relay(standin.url, DIAGNOSTIC_TOKEN="")
+    status, _, body = get(relay.http_url + "/diagnostic/openai", {"Authorization": "Bearer x"})
+    assert status == 404 and b"DIAGNOSTIC_TOKEN" in body
