@@ -94,7 +94,8 @@ class CallTable:
         self._file.close()
 
     def _read(self, index: int) -> tuple[int, int]:
-        return _SLOT.unpack_from(self._map, index * _SLOT.size)  # type: ignore[return-value]
+        owner, calls = _SLOT.unpack_from(self._map, index * _SLOT.size)
+        return owner, calls
 
     def _write(self, index: int, owner: int, calls: int) -> None:
         _SLOT.pack_into(self._map, index * _SLOT.size, owner, calls)

@@ -1,4 +1,4 @@
-"""``/diagnostic/openai``: can this relay open a Realtime session right now?
+"""``/diagnostic/openai``: whether this relay can open a Realtime session right now.
 
 Opens a real socket with the relay's own URL, model and key, sends exactly the
 ``session.update`` every call sends, and waits for ``session.updated``. The answer names

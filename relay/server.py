@@ -159,6 +159,7 @@ class RelayApp:
     # -- plain HTTP -----------------------------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Answer plain HTTP: 426 on the stream route, /healthz, /diagnostic/openai, 404."""
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
         if path not in (STREAM_PATH, HEALTH_PATH, DIAGNOSTIC_PATH):
@@ -213,6 +214,8 @@ class RelayApp:
 
 class RelayHandler(WebSocketHandler):
     """gevent-websocket's handler, checking before upgrading and handing the socket over."""
+
+    websocket: Any  # set by gevent-websocket's upgrade_connection on success
 
     def upgrade_websocket(self) -> Any:
         """Refuse an upgrade with a plain status before the 101, or let it through."""

@@ -22,6 +22,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import cast
 
 from gevent.lock import Semaphore
 
@@ -102,7 +103,7 @@ class WebSocketConnection:
                 if opcode == OP_PING:
                     self._send_control(encode_frame(OP_PONG, payload, self._mask()))  # type: ignore[arg-type]
                 elif opcode == OP_CLOSE:
-                    code, reason = payload  # type: ignore[misc]
+                    code, reason = cast(tuple[int, str], payload)
                     self.close_code, self.close_reason = code, reason
                     # Answer with the same code (RFC 6455 5.5.1), unless we started the close.
                     self.close(code if code != 1005 else CLOSE_NORMAL)

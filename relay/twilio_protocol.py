@@ -22,7 +22,7 @@ from relay.errors import CLOSE_UNSUPPORTED_DATA, TwilioProtocolError
 try:  # orjson parses a 390-byte media frame in 1.0 us against json's 4.1 us
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover - orjson is pinned; stdlib keeps scripts working
-    from json import loads as _loads
+    from json import loads as _loads  # type: ignore[assignment]
 
 # -- event names (Twilio -> relay and relay -> Twilio) --------------------------------
 EVENT_CONNECTED = "connected"

@@ -19,7 +19,9 @@ import json
 import socket
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
@@ -89,32 +91,30 @@ class UpstreamConnector:
             timings["tls"] = (time.monotonic() - started) * 1000
         return Preconnected(sock, address, timings)
 
-    def _connect_tcp(
-        self, infos: list[tuple[object, ...]], deadline: float
-    ) -> tuple[socket.socket, str]:
+    def _connect_tcp(self, infos: Sequence[tuple[Any, ...]], deadline: float) -> tuple[socket.socket, str]:
         last_error = "no address to connect to"
-        for family, kind, proto, _name, addr in infos:  # type: ignore[misc]
+        for family, kind, proto, _name, addr in infos:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise UpstreamError("tcp", f"connect to {self.host}:{self.port} timed out")
-            sock = socket.socket(family, kind, proto)  # type: ignore[arg-type]
+            sock = socket.socket(family, kind, proto)
             sock.settimeout(remaining)
             try:
                 sock.connect(addr)
             except TimeoutError:
                 sock.close()
-                last_error = f"connect to {addr[0]}:{addr[1]} timed out"  # type: ignore[index]
+                last_error = f"connect to {addr[0]}:{addr[1]} timed out"
                 continue
             except OSError as exc:
                 sock.close()
-                last_error = f"connect to {addr[0]}:{addr[1]} failed: {exc.strerror or exc}"  # type: ignore[index]
+                last_error = f"connect to {addr[0]}:{addr[1]} failed: {exc.strerror or exc}"
                 continue
             except BaseException:
                 sock.close()
                 raise
             # Small frames both ways: never wait on Nagle / delayed ACK.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return sock, f"{addr[0]}:{addr[1]}"  # type: ignore[index]
+            return sock, f"{addr[0]}:{addr[1]}"
         raise UpstreamError("tcp", last_error)
 
     def _wrap_tls(self, sock: socket.socket, deadline: float) -> socket.socket:
@@ -137,7 +137,7 @@ class UpstreamConnector:
         pre.sock.settimeout(self.timeout_s)
         ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=False)
         try:
-            ws.connect(
+            ws.connect(  # type: ignore[no-untyped-call]
                 self.url,
                 socket=pre.sock,
                 header=[f"Authorization: Bearer {self._api_key}"],

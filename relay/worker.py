@@ -21,8 +21,8 @@ from typing import Any
 import gevent
 from gevent.pool import Pool
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
-from gunicorn.workers.ggevent import VERSION
 from gunicorn.http.wsgi import base_environ
+from gunicorn.workers.ggevent import VERSION
 
 from relay.capacity import CallTable
 

@@ -58,6 +58,7 @@ class StreamTarget:
     signed_url: str  # the URL the signature is computed over (RELAY_PUBLIC_URL + path)
     parameters: dict[str, str]
     call_sid: str
+    via: str = "relay"  # how the target was found: straight at the relay, or the webhook's TwiML
 
 
 @dataclass
@@ -387,7 +388,7 @@ def target_from_relay(relay_url: str, *, public_url: str | None, stream_secret: 
     params = {"calledNumber": "+15550100", "callerNumber": "+15550199"}
     if stream_secret:
         params[stream_token.PARAMETER_NAME] = stream_token.mint(stream_secret, sid, time.time(), ttl_s)
-    return StreamTarget(url, signed, params, sid)
+    return StreamTarget(url, signed, params, sid, via="relay directly (stream token minted locally)")
 
 
 def target_from_webhook(webhook_url: str, *, auth_token: str, public_url: str | None = None,
@@ -413,7 +414,7 @@ def target_from_webhook(webhook_url: str, *, auth_token: str, public_url: str | 
         raise ValueError(f"webhook TwiML has no <Connect><Stream>: {twiml[:300]}")
     stream_url = stream.attrib["url"]
     params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
-    return StreamTarget(stream_url, stream_url, params, sid)
+    return StreamTarget(stream_url, stream_url, params, sid, via=f"webhook {url} (TwiML <Connect><Stream>)")
 
 
 def _load_env_file(path: Path) -> dict[str, str]:
@@ -429,6 +430,7 @@ def _load_env_file(path: Path) -> dict[str, str]:
 def print_report(result: CallResult, target: StreamTarget, out: Path | None) -> None:
     """The timeline, as an operator reads it."""
     print(f"call {target.call_sid} -> {target.url}")
+    print(f"  via {target.via}")
     for ms, text in result.timeline:
         print(f"  +{ms:>8.1f} ms  {text}")
     heard_s = len(result.heard) / 8000

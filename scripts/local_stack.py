@@ -21,6 +21,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -94,11 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--relay-port", type=int, default=8080)
     parser.add_argument("--webhook-port", type=int, default=5050)
     parser.add_argument("--standin-port", type=int, default=8765)
+    parser.add_argument("--env-file", type=Path, default=ENV_FILE,
+                        help="where to keep the local secrets and URLs (make call reads it)")
     args = parser.parse_args(argv)
 
     env, use_standin = stack_environment(dict(os.environ), relay_port=args.relay_port,
                                          webhook_port=args.webhook_port,
-                                         standin_port=args.standin_port)
+                                         standin_port=args.standin_port, env_file=args.env_file)
     python = sys.executable
     gunicorn = [python, "-m", "gunicorn"]
     processes: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -113,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    # Ctrl-C reaches the children too: once it is pressed their exit is expected.
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
     try:
         if use_standin:
             print("=" * 78)
@@ -141,21 +147,23 @@ def main(argv: list[str] | None = None) -> int:
 Liveline is running:
   relay     ws://127.0.0.1:{args.relay_port}/twilio/realtime   (health: http://127.0.0.1:{args.relay_port}/healthz)
   webhook   http://127.0.0.1:{args.webhook_port}/twilio/voice
-  secrets   {ENV_FILE.relative_to(ROOT)}
+  secrets   {args.env_file}
 Place a simulated call from another terminal:   make call
 Check the relay path:   .venv/bin/python scripts/verify_relay.py http://127.0.0.1:{args.relay_port}
 Ctrl-C stops everything.
 """, flush=True)
-        while True:
+        while not stopping.is_set():
             for name, proc in processes:
-                if proc.poll() is not None:
+                if proc.poll() is not None and not stopping.is_set():
                     print(f"{name} exited with status {proc.returncode}; stopping the stack.",
                           file=sys.stderr)
                     stop()
                     return 1
-            time.sleep(0.5)
-    except KeyboardInterrupt:
+            time.sleep(0.2)
         print("\nstopping...", flush=True)
+        stop()
+        return 0
+    except KeyboardInterrupt:
         stop()
         return 0
 

@@ -51,10 +51,13 @@ def settings(**changes: object) -> BridgeSettings:
     return BridgeSettings(**values)  # type: ignore[arg-type]
 
 
-def make(clock: Clock | None = None, guard: ReplayGuard | None = None, **changes: object) -> tuple[CallBridge, Clock]:
+def make(
+    clock: Clock | None = None, guard: ReplayGuard | None = None, **changes: object
+) -> tuple[CallBridge, Clock]:
     clock = clock or Clock()
     bridge = CallBridge(settings(**changes), monotonic=clock.monotonic, wall=clock.wall,
-                        replay_guard=guard if guard is not None else ReplayGuard(), log=CallLog(logging.getLogger("test"), "t"))
+                        replay_guard=guard if guard is not None else ReplayGuard(),
+                        log=CallLog(logging.getLogger("test"), "t"))
     return bridge, clock
 
 

@@ -126,7 +126,7 @@ def test_caller_hangup_closes_openai_within_a_second(relay: RunningRelay, standi
         hung_up = time.monotonic()
         call.finish()
         session = standin.sessions[-1]
-        assert wait_for(lambda: session.closed_at is not None, 2)
+        assert wait_for(lambda s=session: s.closed_at is not None, 2)
         assert session.closed_at is not None and session.closed_at - hung_up < 1.0, (
             f"OpenAI socket still open {session.closed_at and session.closed_at - hung_up} s "
             f"after the caller hung up (stop={send_stop})")
