@@ -53,7 +53,7 @@ output "verify_command" {
         DIAGNOSTIC_TOKEN    = aws_ssm_parameter.diagnostic_token.name
       } : "${name}=\"$(aws ssm get-parameter --region ${var.aws_region} --with-decryption --name ${parameter} --query Parameter.Value --output text)\""
     ],
-    [".venv/bin/python scripts/verify_deploy.py --terraform-dir infra"],
+    [".venv/bin/python scripts/verify_deploy.py"],
   ))
 }
 
