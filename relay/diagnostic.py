@@ -46,8 +46,7 @@ def run(connector: UpstreamConnector, session_update: str, session_timeout_s: fl
             _await_session(conn, session_update, session_timeout_s, result)
         finally:
             conn.close(CLOSE_NORMAL)
-            conn.abort()
-            conn.sock.close()
+            conn.release()
     except UpstreamError as exc:
         result["stage"] = exc.stage
         result["http_status"] = exc.status

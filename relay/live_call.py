@@ -63,7 +63,7 @@ FLOOD_WINDOW_S = 2.0
 FLOOD_MESSAGES_PER_S = 1000
 # A real Twilio never sends these; a peer that keeps doing it is not Twilio.
 MAX_BAD_MESSAGES = 20
-# Let other calls run after this many messages handled without blocking.
+# A read that brought this many messages is a burst: let other calls run before the next.
 YIELD_EVERY = 32
 
 
@@ -126,34 +126,32 @@ class LiveCall:
         bridge = self.bridge
         parse = tw.parse
         execute = self._execute
-        since_yield = 0
         while True:
             try:
-                message = twilio.receive()
+                batch = twilio.receive_batch()
             except FrameError as exc:
                 self.log.warning("twilio.frame_error close_code=%d detail=%s", exc.close_code, exc)
                 self._end(EndCall("twilio_protocol_error", exc.close_code))
                 twilio.abort()
                 return
-            if message is None:
+            if batch is None:
                 execute(bridge.on_twilio_closed())
                 return
-            self._messages_in += 1
-            since_yield += 1
-            if since_yield >= YIELD_EVERY:
-                since_yield = 0
-                gevent.sleep(0)  # never let one busy socket starve the other calls
-            if type(message) is not str:
-                self._bad_message("binary", "twilio.binary_frame ignored=true")
-                continue
-            try:
-                event = parse(message)
-            except TwilioProtocolError as exc:
-                self._bad_message("invalid", "twilio.invalid_message detail=%s", exc)
-                continue
-            actions = bridge.on_twilio(event)
-            if actions:
-                execute(actions)
+            self._messages_in += len(batch)
+            for message in batch:
+                if type(message) is not str:
+                    self._bad_message("binary", "twilio.binary_frame ignored=true")
+                    continue
+                try:
+                    event = parse(message)
+                except TwilioProtocolError as exc:
+                    self._bad_message("invalid", "twilio.invalid_message detail=%s", exc)
+                    continue
+                actions = bridge.on_twilio(event)
+                if actions:
+                    execute(actions)
+            if len(batch) >= YIELD_EVERY:
+                gevent.sleep(0)  # a burst: let the other calls run before reading on
 
     def _bad_message(self, kind: str, message: str, *args: object) -> None:
         self._bad_messages += 1
@@ -171,7 +169,7 @@ class LiveCall:
             self._end(EndCall("internal_error", CLOSE_INTERNAL_ERROR))
         finally:
             if self.openai is not None:
-                self.openai.sock.close()
+                self.openai.release()
 
     def _upstream_run(self) -> None:
         started = time.monotonic()
@@ -198,7 +196,6 @@ class LiveCall:
         self.log.info("openai.connected ms=%.1f %s", self.upstream_connected_ms, timings)
         if self.ended:  # the caller left during the handshake
             conn.close(CLOSE_NORMAL)
-            conn.abort()
             return
         self._execute(self.bridge.on_upstream_open())
         self._openai_loop(conn)
@@ -207,30 +204,28 @@ class LiveCall:
         bridge = self.bridge
         parse = oai.parse
         execute = self._execute
-        since_yield = 0
         while True:
             try:
-                message = conn.receive()
+                batch = conn.receive_batch()
             except FrameError as exc:
                 self.log.error("openai.frame_error close_code=%d detail=%s", exc.close_code, exc)
                 execute(bridge.on_upstream_closed(exc.close_code, str(exc)))
                 conn.abort()
                 return
-            if message is None:
+            if batch is None:
                 execute(bridge.on_upstream_closed(conn.close_code, conn.close_reason))
                 return
-            since_yield += 1
-            if since_yield >= YIELD_EVERY:
-                since_yield = 0
+            for message in batch:
+                try:
+                    event = parse(message)
+                except OpenAIProtocolError as exc:
+                    self.log.warning("openai.invalid_event detail=%s", exc)
+                    continue
+                actions = bridge.on_openai(event)
+                if actions:
+                    execute(actions)
+            if len(batch) >= YIELD_EVERY:
                 gevent.sleep(0)
-            try:
-                event = parse(message)
-            except OpenAIProtocolError as exc:
-                self.log.warning("openai.invalid_event detail=%s", exc)
-                continue
-            actions = bridge.on_openai(event)
-            if actions:
-                execute(actions)
 
     # -- performing the bridge's actions ----------------------------------------------------
 

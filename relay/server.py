@@ -35,7 +35,7 @@ from relay.capacity import CallCounter, LocalCallCounter
 from relay.config import RelayConfig
 from relay.live_call import CallRegistry, LiveCall
 from relay.replay_guard import ReplayGuard
-from relay.transport import WebSocketConnection
+from relay.transport import WebSocketConnection, server_connection
 from relay.upstream import UpstreamConnector
 
 log = logging.getLogger(__name__)
@@ -236,18 +236,29 @@ class RelayHandler(WebSocketHandler):
             app.release()  # the handshake itself was malformed (version, key): 400/426
         return result
 
+    def _read_buffered(self) -> bytes:
+        """Bytes the HTTP parser read past the upgrade request (a client may pipeline)."""
+        timeout = self.socket.gettimeout()
+        self.socket.settimeout(0.0)  # peek must not wait for more
+        try:
+            data: bytes = self.rfile.peek(65536)
+            if data:
+                self.rfile.read(len(data))
+            return data
+        finally:
+            self.socket.settimeout(timeout)
+
     def run_websocket(self) -> None:
         """Hand the upgraded socket to the relay; gevent-websocket's frame layer stays unused."""
         app: RelayApp = self.application
         # The library's WebSocket object would send a code-less close frame when collected.
         self.websocket.closed = True
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = WebSocketConnection(
-            self.socket, self.rfile.read1, client=False, max_message_bytes=MAX_TWILIO_MESSAGE_BYTES
-        )
+        conn = server_connection(self.socket, self._read_buffered, max_message_bytes=MAX_TWILIO_MESSAGE_BYTES)
         try:
             app.run_call(conn)
         finally:
+            conn.release()
             app.release()
             self.websocket = None
             self.environ["wsgi.websocket"] = None

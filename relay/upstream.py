@@ -28,7 +28,7 @@ import gevent
 import websocket
 
 from relay.errors import UpstreamError
-from relay.transport import WebSocketConnection
+from relay.transport import WebSocketConnection, client_connection
 
 # The Realtime API's events are small JSON documents; a single audio delta is at most a
 # few hundred KiB. Anything bigger is refused rather than buffered.
@@ -162,9 +162,7 @@ class UpstreamConnector:
             raise
         pre.timings_ms["handshake"] = (time.monotonic() - started) * 1000
         pre.sock.settimeout(None)
-        return WebSocketConnection(
-            pre.sock, pre.sock.recv, client=True, max_message_bytes=MAX_OPENAI_MESSAGE_BYTES
-        )
+        return client_connection(pre.sock, max_message_bytes=MAX_OPENAI_MESSAGE_BYTES)
 
     def connect(self) -> tuple[WebSocketConnection, dict[str, float]]:
         """All stages in a row (used by the diagnostic)."""

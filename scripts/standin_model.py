@@ -22,7 +22,13 @@ that hangs, never answering ``session.update``, rejecting it, a fatal ``error`` 
 closing mid-call, a recoverable ``error``. Everything received is recorded per session
 (``sessions``) so tests assert on what the relay actually sent.
 
-Run alone: ``python -m scripts.standin_model --port 8765``.
+Load mode (``load=True``, used by ``make bench``): no VAD and no replies; once asked for
+a response, every session streams tagged 20 ms frames at exactly 50 a second (one ticker
+for all sessions), and every appended frame's tag is read back, so latency and loss are
+measured through the relay both ways (scripts/bench_stats.py). ``GET /stats`` returns
+what was measured, ``POST /reset`` starts over.
+
+Run alone: ``python -m scripts.standin_model --port 8765 [--load]``.
 """
 
 from __future__ import annotations
@@ -47,8 +53,13 @@ from gevent.event import Event
 from gevent.pywsgi import WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 
-from relay.transport import WebSocketConnection
-from scripts import audio
+from relay.transport import WebSocketConnection, server_connection
+from scripts import audio, bench_stats
+
+try:
+    from orjson import loads as fast_loads
+except ImportError:  # pragma: no cover
+    from json import loads as fast_loads  # type: ignore[assignment]
 
 log = logging.getLogger("standin")
 
@@ -138,6 +149,9 @@ class _Session:
 
     def run(self) -> None:
         self.send({"type": "session.created", "session": self._session_body({})})
+        if self.model.load:
+            self._run_load()
+            return
         while True:
             message = self.conn.receive()
             if message is None:
@@ -154,6 +168,27 @@ class _Session:
                            event.get("event_id"))
                 continue
             handler(event)
+
+    def _run_load(self) -> None:
+        """Load mode: read tags off appended audio; everything else as usual, unrecorded."""
+        stats = self.model.load_stats
+        now_ns = time.monotonic_ns
+        while True:
+            message = self.conn.receive()
+            if message is None:
+                return
+            event = fast_loads(message)
+            if event.get("type") == "input_audio_buffer.append":
+                tag = bench_stats.read_tag(event["audio"])
+                if tag is not None:
+                    stats.up_received(tag, now_ns())
+                continue
+            if event.get("type") == "session.update":
+                self.record.events.append(event)
+                self.on_session_update(event)
+            elif event.get("type") == "response.create":
+                self.record.events.append(event)
+                self.model.stream_to(self)
 
     def _session_body(self, requested: dict[str, Any]) -> dict[str, Any]:
         audio_cfg = requested.get("audio") or {}
@@ -329,6 +364,34 @@ class _Session:
             "usage": {"total_tokens": 120, "input_tokens": 40, "output_tokens": 80}}})
 
 
+class LoadStats:
+    """What load mode measured: model->caller frames sent, caller->model frames received."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything measured so far."""
+        self.down_sent_ns: list[int] = []  # send time of every frame streamed to a caller
+        self.up: list[tuple[int, int, int, int]] = []  # (call, seq, sent_ns, received_ns)
+        self.first_delta_ns: list[int] = []  # response.create received -> first delta sent
+
+    def up_received(self, tag: tuple[int, int, int], received_ns: int) -> None:
+        """A tagged caller frame arrived."""
+        self.up.append((tag[0], tag[1], tag[2], received_ns))
+
+    def report(self, start_ns: int, end_ns: int) -> dict[str, Any]:
+        """Counts and latencies for frames sent inside [start_ns, end_ns]."""
+        up = [(call, seq, (received - sent) / 1e6) for call, seq, sent, received in self.up
+              if start_ns <= sent <= end_ns]
+        return {
+            "down_sent": sum(1 for sent in self.down_sent_ns if start_ns <= sent <= end_ns),
+            "up_latencies_ms": [latency for _call, _seq, latency in up],
+            "up_received": len({(call, seq) for call, seq, _latency in up}),
+            "first_delta_ms": [ns / 1e6 for ns in self.first_delta_ns],
+        }
+
+
 class StandinModel:
     """The stand-in server. ``start()``, point OPENAI_REALTIME_URL at ``url``, ``stop()``."""
 
@@ -343,6 +406,7 @@ class StandinModel:
         speed: float = 4.0,
         greeting_audio: bytes | None = None,
         reply: str = "echo",
+        load: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -353,6 +417,10 @@ class StandinModel:
         self.greeting_audio = greeting_audio if greeting_audio is not None else audio.read_wav_ulaw(
             audio.GREETING_WAV)
         self.reply = reply
+        self.load = load
+        self.load_stats = LoadStats()
+        self._streams: dict[_Session, int] = {}  # session -> next sequence number
+        self._ticker: gevent.Greenlet | None = None
         self.handshakes = 0
         self.sessions: list[SessionRecord] = []
         self.live: set[_Session] = set()
@@ -386,9 +454,11 @@ class StandinModel:
 
             def run_websocket(self) -> None:
                 self.websocket.closed = True
-                conn = WebSocketConnection(self.socket, self.rfile.read1, client=False,
-                                           max_message_bytes=16 * 1024 * 1024)
-                model._serve(conn, self.environ)
+                conn = server_connection(self.socket, lambda: b"", max_message_bytes=16 * 1024 * 1024)
+                try:
+                    model._serve(conn, self.environ)
+                finally:
+                    conn.release()
                 self.websocket = None
 
         self._server = WSGIServer((self.host, self.port), self._http, handler_class=Handler,
@@ -396,6 +466,42 @@ class StandinModel:
         self._server.start()
         self.port = self._server.server_port
         return self
+
+    def stream_to(self, session: _Session) -> None:
+        """Load mode: stream tagged frames to ``session`` at 50 a second until it closes."""
+        self._streams[session] = 0
+        session.stream_started_ns = time.monotonic_ns()
+        if self._ticker is None or self._ticker.dead:
+            self._ticker = gevent.spawn(self._tick)
+
+    def _tick(self) -> None:
+        # One greenlet paces every session on an absolute 20 ms schedule, so the model side
+        # costs the load-generator core as little as possible.
+        next_tick = time.monotonic()
+        sent_ns = self.load_stats.down_sent_ns
+        first = self.load_stats.first_delta_ns
+        while self._streams:
+            for session in list(self._streams):
+                if session.closed.is_set():
+                    del self._streams[session]
+                    continue
+                seq = self._streams[session]
+                self._streams[session] = seq + 1
+                now_ns = time.monotonic_ns()
+                frame = bench_stats.tagged_frame(session.record.number, seq, now_ns)
+                text = ('{"type":"response.output_audio.delta","event_id":"e","response_id":"resp_load",'
+                        f'"item_id":"item_load_{session.record.number}","output_index":0,'
+                        f'"content_index":0,"delta":"{frame}"}}')
+                try:
+                    session.conn.send_text(text)
+                except OSError:
+                    del self._streams[session]
+                    continue
+                sent_ns.append(now_ns)
+                if seq == 0:
+                    first.append(now_ns - session.stream_started_ns)
+            next_tick += 0.02
+            gevent.sleep(max(next_tick - time.monotonic(), 0))
 
     def stop(self) -> None:
         """Close every session and stop listening."""
@@ -438,6 +544,7 @@ class StandinModel:
                 return
             session.run()
         finally:
+            session.closed.set()
             if session.speaker is not None:
                 session.speaker.kill(block=False)
             record.closed_at = time.monotonic()
@@ -445,8 +552,19 @@ class StandinModel:
             conn.abort()
 
     def _http(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        body = json.dumps({"standin": True, "behaviour": self.behaviour,
-                           "sessions": len(self.sessions), "live": len(self.live)}).encode()
+        path = environ.get("PATH_INFO", "")
+        if path == "/stats":
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            start = int(query.get("start", ["0"])[0])
+            end = int(query.get("end", [str(2**63 - 1)])[0])
+            document: dict[str, Any] = self.load_stats.report(start, end)
+        elif path == "/reset" and environ.get("REQUEST_METHOD") == "POST":
+            self.load_stats.reset()
+            document = {"reset": True}
+        else:
+            document = {"standin": True, "behaviour": self.behaviour, "load": self.load,
+                        "sessions": len(self.sessions), "live": len(self.live)}
+        body = json.dumps(document).encode()
         start_response("200 OK", [("Content-Type", "application/json"),
                                   ("Content-Length", str(len(body)))])
         return [body]
@@ -467,10 +585,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--api-key", help="accept only this key (default: any)")
     parser.add_argument("--behaviour", choices=BEHAVIOURS, default=NORMAL)
+    parser.add_argument("--load", action="store_true",
+                        help="benchmark mode: stream tagged frames at 50/s, measure appended ones")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s standin %(message)s")
     model = StandinModel(host=args.host, port=args.port, api_key=args.api_key,
-                         behaviour=args.behaviour).start()
+                         behaviour=args.behaviour, load=args.load).start()
     print(f"stand-in Realtime model listening on {model.url}", flush=True)
     try:
         gevent.wait()

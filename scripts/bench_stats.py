@@ -1,0 +1,131 @@
+"""The benchmark's measuring, kept pure so it can be tested: frame tags, latency
+percentiles, loss, and the table.
+
+Every audio frame the load generator or the stand-in model sends carries a tag in its
+first bytes: who sent it, its sequence number, and when (CLOCK_MONOTONIC, which every
+process on one Linux machine shares). The relay passes audio through untouched, so the
+receiver reads the tag back and measures latency and loss through the relay with no help
+from the relay itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
+MAGIC = b"LLB1"
+_TAG = struct.Struct("!4sIIQ")  # magic, call number, sequence number, sent at (ns)
+_FILL = b"\xff" * (FRAME_BYTES - _TAG.size)  # mu-law silence after the tag
+
+
+def tagged_frame(call: int, seq: int, sent_ns: int) -> str:
+    """A 20 ms frame, base64 as on the wire, carrying (call, seq, sent_ns)."""
+    return base64.b64encode(_TAG.pack(MAGIC, call, seq, sent_ns) + _FILL).decode("ascii")
+
+
+def read_tag(payload_b64: str) -> tuple[int, int, int] | None:
+    """(call, seq, sent_ns) from a tagged frame's base64, or None if it carries no tag."""
+    head = base64.b64decode(payload_b64[:32])  # 32 base64 chars = the first 24 bytes
+    if len(head) < _TAG.size or head[:4] != MAGIC:
+        return None
+    _magic, call, seq, sent_ns = _TAG.unpack_from(head)
+    return call, seq, sent_ns
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of already sorted values (0 for none)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(0, min(len(sorted_values) - 1, int(round(fraction * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[rank]
+
+
+@dataclass
+class Direction:
+    """Latency and loss of one direction (caller->model or model->caller) over a run."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    sent: int = 0
+    received: int = 0
+
+    def add(self, latencies_ms: Iterable[float]) -> None:
+        """Fold in latencies measured by one receiver."""
+        self.latencies_ms.extend(latencies_ms)
+
+    @property
+    def lost(self) -> int:
+        """Frames sent but never received."""
+        return max(self.sent - self.received, 0)
+
+    def summary(self) -> dict[str, float | int]:
+        """p50/p99/max in ms, and counts."""
+        values = sorted(self.latencies_ms)
+        return {
+            "p50_ms": round(percentile(values, 0.50), 2),
+            "p99_ms": round(percentile(values, 0.99), 2),
+            "max_ms": round(values[-1], 2) if values else 0.0,
+            "sent": self.sent,
+            "received": self.received,
+            "lost": self.lost,
+        }
+
+
+def count_received(seqs_by_call: dict[int, set[int]], window: tuple[int, int]) -> int:
+    """Frames received whose sequence number lies in ``window`` (first, last), inclusive."""
+    low, high = window
+    return sum(1 for seqs in seqs_by_call.values() for seq in seqs if low <= seq <= high)
+
+
+# (key, title, width, format): latencies in ms, "up" = caller -> model, "dn" = model -> caller.
+COLUMNS = [
+    ("calls", "N", 5, "{}"),
+    ("up_p50", "up p50", 7, "{:.2f}"),
+    ("up_p99", "up p99", 7, "{:.2f}"),
+    ("up_max", "up max", 7, "{:.1f}"),
+    ("down_p50", "dn p50", 7, "{:.2f}"),
+    ("down_p99", "dn p99", 7, "{:.2f}"),
+    ("down_max", "dn max", 7, "{:.1f}"),
+    ("lost", "lost", 6, "{}"),
+    ("failed", "failed", 6, "{}"),
+    ("relay_cpu_pct", "cpu %", 6, "{:.1f}"),
+    ("cpu_ms_per_call_s", "cpu ms/call-s", 13, "{:.2f}"),
+    ("rss_kib_per_call", "KiB/call", 8, "{:.0f}"),
+    ("first_audio_ms", "1st audio", 9, "{:.1f}"),
+    ("loadgen_cpu_pct", "gen cpu %", 9, "{:.1f}"),
+    ("loadgen_lag_p99", "gen lag p99", 11, "{:.2f}"),
+]
+
+
+def table(rows: Sequence[dict[str, Any]]) -> str:
+    """The benchmark table: one row per load step, the verdict last."""
+    header = "  ".join(title.rjust(width) for _key, title, width, _fmt in COLUMNS) + "  meets target"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        cells = []
+        for key, _title, width, fmt in COLUMNS:
+            value = row.get(key)
+            cells.append(("n/a" if value is None else fmt.format(value)).rjust(width))
+        lines.append("  ".join(cells) + "  " + str(row.get("verdict", "")))
+    return "\n".join(lines)
+
+
+def verdict(row: dict[str, Any], *, p99_limit_ms: float = 10.0, cpu_limit_ms: float = 5.0,
+            rss_limit_kib: float = 1024.0) -> str:
+    """Whether a step meets the targets of issue 7: p99 < 10 ms both ways, no loss, no
+    failed call, CPU <= 5 ms per call-second, RSS <= 1 MiB per call."""
+    misses = []
+    if max(row.get("up_p99") or 0, row.get("down_p99") or 0) >= p99_limit_ms:
+        misses.append("p99")
+    if row.get("lost") or row.get("failed"):
+        misses.append("loss")
+    cpu = row.get("cpu_ms_per_call_s")
+    if cpu is not None and cpu > cpu_limit_ms:
+        misses.append("cpu")
+    rss = row.get("rss_kib_per_call")
+    if rss is not None and rss > rss_limit_kib:
+        misses.append("rss")
+    return "yes" if not misses else "no: " + ",".join(misses)
