@@ -348,7 +348,7 @@ def describe_tls_error(exc: ssl.SSLError, host: str) -> tuple[str, str]:
                     f"from a public CA",
                     f"serve a certificate from a public CA for {host}: ACM on the load balancer, or "
                     f"Let's Encrypt")
-        if code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
+        if code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
             return (f"the certificate is not valid for {host} ({message})",
                     f"issue the certificate for {host} (or add it as a subject alternative name), "
                     f"or use the host name the certificate names")

@@ -1,0 +1,295 @@
+"""scripts/verify_relay.py against real local stand-ins: each failure an operator meets at
+2 a.m., diagnosed in plain words, with the exit code a cron job or a deploy pipeline reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from scripts import verify_relay
+from scripts.standin_model import REJECT_401, StandinModel
+from tests.conftest import API_KEY, ROOT, STREAM_SECRET, RunningRelay, free_port
+from tests.scripts.conftest import SECRETS, Certificate, Serve, relay_app, static_app
+
+Run = Callable[..., tuple[int, str]]
+
+NOTHING_LISTENING = ("nothing is listening on 127.0.0.1:{port} — the relay process is not running or not "
+                     "bound to this port (check the start command: the relay must own this port)")
+SIGNATURE_FAILED = ("signature check failed: RELAY_PUBLIC_URL differs from the URL Twilio uses, or the auth "
+                    "token is wrong")
+LAYERS = ["dns", "tcp", "tls", "plain_get", "healthz", "handshake", "diagnostic", "synthetic_call"]
+
+NEXT_JS_404 = """<!DOCTYPE html><html><head><meta charSet="utf-8"/><title>404: This page could not be found</title>
+<script src="/_next/static/chunks/webpack-8fa1640cc84ba8fe.js" defer=""></script></head>
+<body><div id="__next"><h1>404</h1><h2>This page could not be found.</h2></div>
+<script id="__NEXT_DATA__" type="application/json">{"props":{"pageProps":{"statusCode":404}},"page":"/_error",
+"buildId":"hP2xQ3","nextExport":true,"isFallback":false,"gip":true,"scriptLoader":[]}</script></body></html>"""
+SPA_INDEX = """<!doctype html><html lang="en"><head><title>Liveline console</title>
+<script type="module" crossorigin src="/assets/index-4f8a9c.js"></script></head>
+<body><div id="root"></div></body></html>"""
+WERKZEUG_404 = """<!doctype html>
+<html lang=en>
+<title>404 Not Found</title>
+<h1>Not Found</h1>
+<p>The requested URL was not found on the server.</p>
+"""
+NGINX_502 = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
+             "</h1></center>\r\n</body>\r\n</html>\r\n")
+
+
+def layer(report: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(item for item in report["layers"] if item["name"] == name)
+
+
+def failed_layer(output: str) -> str:
+    """The block after FAILED: the failing layer's why and fix."""
+    assert "FAILED at " in output, output
+    return output[output.index("FAILED at "):]
+
+
+# -- where nothing or something else answers --------------------------------------------------
+
+
+def test_nothing_listening(run_script: Run) -> None:
+    port = free_port()
+    code, out = run_script(verify_relay.main, f"http://127.0.0.1:{port}")
+    assert code == 1
+    assert "✓ DNS" in out and f"✗ TCP connection refused by 127.0.0.1:{port}" in out
+    assert f"why: {NOTHING_LISTENING.format(port=port)}" in out
+    assert "– TLS not run: TCP failed" in out
+    assert "start the relay" in failed_layer(out)
+
+
+@pytest.mark.parametrize("status,page,kind", [
+    ("404 Not Found", NEXT_JS_404, "a Next.js page"),
+    ("200 OK", SPA_INDEX, "a single-page-app page (index.html)"),
+])
+def test_a_frontend_on_the_relays_port(run_script: Run, serve: Serve, status: str, page: str, kind: str) -> None:
+    port = serve(static_app(status, page, headers={"X-Powered-By": "Next.js"}))
+    code, out = run_script(verify_relay.main, f"http://127.0.0.1:{port}")
+    assert code == 1
+    why = failed_layer(out)
+    assert "FAILED at GET /twilio/realtime → 426" in why
+    assert ("why: a frontend is being served on the relay's port, overshadowing the backend: GET /twilio/realtime "
+            f"returned {kind} instead of the relay's 426") in why
+    assert "the relay must own this port" in why
+
+
+@pytest.mark.parametrize("page,content_type", [
+    ("Not Found\n", "text/plain"),
+    (WERKZEUG_404, "text/html; charset=utf-8"),  # an error page is HTML too: still "route not loaded"
+])
+def test_an_app_that_404s_the_route(run_script: Run, serve: Serve, page: str, content_type: str) -> None:
+    port = serve(static_app("404 Not Found", page, content_type))
+    code, out = run_script(verify_relay.main, f"http://127.0.0.1:{port}")
+    assert code == 1
+    assert ("why: the route is not loaded (404): a different app is running on this port, or the path is wrong"
+            in failed_layer(out))
+
+
+def test_a_proxy_with_no_healthy_relay_behind_it(run_script: Run, serve: Serve) -> None:
+    port = serve(static_app("502 Bad Gateway", NGINX_502, "text/html", headers={"Server": "awselb/2.0"}))
+    code, out = run_script(verify_relay.main, f"http://127.0.0.1:{port}", "--json")
+    assert code == 1
+    report = json.loads(out)
+    plain_get = layer(report, "plain_get")
+    assert plain_get["ok"] is False and plain_get["skipped"] is False
+    assert plain_get["diagnosis"] == ("a proxy or load balancer answered (502) but there is no healthy relay "
+                                      "behind it")
+    assert "Server: awselb/2.0" in plain_get["detail"] and "502 Bad Gateway" in plain_get["detail"]
+    assert "target group health" in plain_get["fix"]
+    assert [item["status"] for item in report["layers"]][3:] == ["failed"] + ["not_run"] * 4
+
+
+@pytest.mark.parametrize("status,said", [
+    ("405 Method Not Allowed", "405 Method Not Allowed: something other than the relay handles /twilio/realtime"),
+    ("200 OK", "HTTP 200 OK where the relay answers 426"),
+    ("301 Moved Permanently", "Twilio does not follow redirects"),
+])
+def test_other_answers_said_plainly(run_script: Run, serve: Serve, status: str, said: str) -> None:
+    port = serve(static_app(status, "nope\n", "text/plain", headers={"Location": "https://elsewhere/"}))
+    code, out = run_script(verify_relay.main, f"http://127.0.0.1:{port}")
+    assert code == 1 and said in failed_layer(out)
+
+
+def test_a_proxy_that_drops_the_upgrade_headers(run_script: Run, serve: Serve, standin: StandinModel) -> None:
+    """The relay's app behind a plain HTTP server: the upgrade arrives as a plain GET (nginx without
+    ``proxy_set_header Upgrade``)."""
+    port = serve(None, bind=lambda port: relay_app(standin.url, f"ws://127.0.0.1:{port}"))
+    code, out = run_script(verify_relay.main, f"http://127.0.0.1:{port}", env=SECRETS)
+    assert code == 1
+    assert "✓ GET /healthz" in out
+    why = failed_layer(out)
+    assert "FAILED at WebSocket handshake" in why
+    assert "the upgrade headers did not reach the relay — a proxy in front drops Upgrade/Connection" in why
+    assert "proxy_set_header Upgrade $http_upgrade" in why
+
+
+# -- a relay that is up but misconfigured ---------------------------------------------------------
+
+
+def test_openai_refuses_the_relays_key(run_script: Run, make_relay: Any) -> None:
+    model = StandinModel(api_key=API_KEY, behaviour=REJECT_401).start()
+    try:
+        relay = make_relay(model.url)
+        code, out = run_script(verify_relay.main, relay.http_url, env=SECRETS)
+    finally:
+        model.stop()
+    assert code == 1
+    assert "✓ WebSocket handshake" in out
+    assert "✗ OpenAI diagnostic failed at 401: stage handshake, HTTP 401, invalid_api_key" in out
+    why = failed_layer(out)
+    assert ("why: the relay cannot open a Realtime session — OpenAI refused the API key (401 invalid_api_key): "
+            "Incorrect API key provided") in why
+    assert "fix: set OPENAI_API_KEY to a valid key" in why
+    assert "– synthetic call not run: OpenAI diagnostic failed" in out
+
+
+def test_without_the_diagnostic_the_call_says_openai_is_unreachable(run_script: Run, make_relay: Any) -> None:
+    model = StandinModel(api_key=API_KEY, behaviour=REJECT_401).start()
+    try:
+        relay = make_relay(model.url)
+        env = {k: v for k, v in SECRETS.items() if k != "DIAGNOSTIC_TOKEN"}
+        code, out = run_script(verify_relay.main, relay.http_url, env=env)
+    finally:
+        model.stop()
+    assert code == 1
+    assert "– OpenAI diagnostic set DIAGNOSTIC_TOKEN" in out
+    why = failed_layer(out)
+    assert "FAILED at synthetic call" in why
+    assert "why: the relay could not reach OpenAI (close 1011 openai_handshake_failed)" in why
+    assert "run the OpenAI diagnostic" in why
+
+
+def test_relay_behind_a_wrong_public_url(run_script: Run, make_relay: Any, standin: StandinModel) -> None:
+    """The relay was told another RELAY_PUBLIC_URL than the one Twilio (and the operator) uses."""
+    relay = make_relay(standin.url, RELAY_PUBLIC_URL="wss://relay.example.com")
+    code, out = run_script(verify_relay.main, relay.http_url, env=SECRETS)
+    assert code == 1
+    why = failed_layer(out)
+    assert f"why: {SIGNATURE_FAILED} — the relay checks signatures for wss://relay.example.com/twilio/realtime, " \
+           f"this check signed for {relay.ws_url}/twilio/realtime" in why
+    assert "RELAY_PUBLIC_URL=wss://relay.example.com" in why
+
+
+def test_a_wrong_auth_token(run_script: Run, relay: RunningRelay) -> None:
+    env = {**SECRETS, "TWILIO_AUTH_TOKEN": "not-the-account-auth-token"}
+    code, out = run_script(verify_relay.main, relay.http_url, env=env)
+    assert code == 1
+    assert f"{SIGNATURE_FAILED} — the URLs agree" in failed_layer(out)
+    assert "not-the-account-auth-token" not in out  # never print a secret
+
+
+def test_stream_token_secret_differs(run_script: Run, make_relay: Any, standin: StandinModel) -> None:
+    relay = make_relay(standin.url, STREAM_TOKEN_SECRET="another-stream-secret-0123456789abcdefgh")
+    code, out = run_script(verify_relay.main, relay.http_url, env=SECRETS)
+    assert code == 1
+    why = failed_layer(out)
+    assert ("why: stream token refused (close 1008 token_mismatch): STREAM_TOKEN_SECRET differs between this "
+            "check (STREAM_TOKEN_SECRET) and the relay, or the token expired") in why
+
+
+def test_a_draining_relay(run_script: Run, relay: RunningRelay) -> None:
+    relay.app.begin_drain()
+    code, out = run_script(verify_relay.main, relay.http_url, env=SECRETS)
+    assert code == 1
+    assert "✗ GET /healthz draining · version" in out
+    assert "why: the relay is draining" in failed_layer(out)
+
+
+# -- TLS --------------------------------------------------------------------------------------------
+
+
+def test_a_self_signed_certificate(run_script: Run, relay: RunningRelay, tls_front: Callable[[int], int]) -> None:
+    port = tls_front(relay.port)
+    code, out = run_script(verify_relay.main, f"https://localhost:{port}")
+    assert code == 1
+    why = failed_layer(out)
+    assert "FAILED at TLS" in why
+    assert ("why: Twilio would fail this stream with 31910 (Stream - WebSocket - SSL Protocol Error): the "
+            "certificate is self-signed") in why
+    assert "public CA" in why
+
+
+def test_tls_trusted_then_a_host_the_certificate_does_not_name(
+        run_script: Run, relay: RunningRelay, certificate: Certificate, tls_front: Callable[[int], int]) -> None:
+    port = tls_front(relay.port)
+    trust = ("--ca-file", str(certificate.cert))
+    env = {**SECRETS, "RELAY_PUBLIC_URL": relay.ws_url}
+    del env["STREAM_TOKEN_SECRET"]
+    code, out = run_script(verify_relay.main, f"wss://localhost:{port}", *trust, env=env)
+    # TLS, the 426, the signed handshake and the diagnostic pass through the TLS front; the call is skipped.
+    assert code == 3, out
+    assert "✓ TLS certificate valid for localhost, issued by localhost" in out
+    assert "expires in 30 days" in out and "trusted through --ca-file" in out
+    assert f"✓ WebSocket handshake 101, Sec-WebSocket-Accept correct, signed for {relay.ws_url}/twilio/realtime" in out
+    assert "✓ OpenAI diagnostic session accepted" in out
+    assert "– synthetic call set STREAM_TOKEN_SECRET" in out
+
+    code, out = run_script(verify_relay.main, f"https://127.0.0.1:{port}", *trust)
+    assert code == 1
+    assert "the certificate is not valid for 127.0.0.1" in failed_layer(out)
+
+
+# -- all well ----------------------------------------------------------------------------------------
+
+
+def test_a_healthy_relay_passes_every_layer(run_script: Run, relay: RunningRelay) -> None:
+    code, out = run_script(verify_relay.main, relay.http_url, env=SECRETS)
+    assert code == 0, out
+    assert out.count("✓") == 8 and "✗" not in out
+    assert "✓ synthetic call assistant audio " in out
+    assert "(token minted with STREAM_TOKEN_SECRET)" in out
+    assert out.rstrip().endswith("PASSED: all 8 layers (exit 0)")
+    for secret in SECRETS.values():
+        assert secret not in out
+
+    code, out = run_script(verify_relay.main, relay.ws_url, "--json", env=SECRETS)
+    report = json.loads(out)
+    assert code == 0 and report["ok"] is True and report["exit_code"] == 0
+    assert [item["name"] for item in report["layers"]] == LAYERS
+    for item in report["layers"]:
+        assert set(item) >= {"name", "ok", "skipped", "detail", "diagnosis", "fix"}
+        assert item["ok"] is True and item["skipped"] is False and item["diagnosis"] is None
+
+
+def test_the_token_can_come_from_the_webhook(run_script: Run, relay: RunningRelay,
+                                             start_webhook: Callable[..., str]) -> None:
+    webhook = start_webhook(relay.ws_url)
+    env = {"TWILIO_AUTH_TOKEN": SECRETS["TWILIO_AUTH_TOKEN"]}  # no STREAM_TOKEN_SECRET: the webhook mints
+    code, out = run_script(verify_relay.main, relay.http_url, "--webhook", webhook, env=env)
+    assert "✓ synthetic call" in out and "(token from the webhook)" in out
+    assert code == 3  # the diagnostic was skipped: no DIAGNOSTIC_TOKEN
+
+
+def test_missing_credentials_skip_layers_and_exit_3(run_script: Run, relay: RunningRelay) -> None:
+    code, out = run_script(verify_relay.main, relay.http_url)
+    assert code == 3
+    assert "– WebSocket handshake an unsigned upgrade is refused (403), as it should be; set " \
+           "TWILIO_AUTH_TOKEN" in out
+    assert "– OpenAI diagnostic set DIAGNOSTIC_TOKEN" in out
+    assert "– synthetic call set TWILIO_AUTH_TOKEN" in out
+    assert "INCOMPLETE: nothing failed, but 3 of 8 layers were skipped" in out
+
+
+def test_usage_errors_exit_2(run_script: Run) -> None:
+    assert run_script(verify_relay.main, "ftp://relay.example.com")[0] == 2
+    assert run_script(verify_relay.main, "https://relay.example.com/some/path")[0] == 2
+    assert run_script(verify_relay.main)[0] == 2
+
+
+@pytest.mark.parametrize("how", [["scripts/verify_relay.py"], ["-m", "scripts.verify_relay"]])
+def test_runs_as_a_file_and_as_a_module(relay: RunningRelay, how: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "TWILIO_", "STREAM_", "DIAGNOSTIC_"))}
+    env.update(SECRETS)
+    env["STREAM_TOKEN_SECRET"] = STREAM_SECRET
+    done = subprocess.run([sys.executable, *how, relay.http_url, "--no-env-file"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASSED: all 8 layers" in done.stdout
