@@ -43,6 +43,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3
+EXIT_CODES_HELP = ("exit codes: 0 every layer passed; 1 a layer failed (the report says why and the likely "
+                   "fix); 2 usage error; 3 incomplete: nothing failed, but layers were skipped for a "
+                   "missing credential")
 # How bad each exit code is, for combining reports (verify_deploy.py).
 _SEVERITY = {EXIT_OK: 0, EXIT_INCOMPLETE: 1, EXIT_FAILED: 2, EXIT_USAGE: 3}
 

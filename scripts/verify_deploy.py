@@ -82,7 +82,7 @@ def read_outputs(outputs_file: str | None, terraform_dir: Path) -> dict[str, str
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Command line; returns the worse of the two reports' exit codes."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=checklist.EXIT_CODES_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--terraform-dir", type=Path, default=TERRAFORM_DIR,
                         help="where to run `terraform output -json` (default: infra/)")

@@ -141,7 +141,7 @@ class WebhookCheck:
                           "start it (make run locally) or check the Function URL")
         if isinstance(exc, ssl.SSLError):
             what, fix = checklist.describe_tls_error(exc, host)
-            return failed(f"TLS failed: {exc}", f"Twilio cannot fetch the TwiML (11237/11205): {what}", fix)
+            return failed(f"TLS failed: {exc}", f"Twilio cannot fetch the TwiML (11205 HTTP connection failure): {what}", fix)
         if isinstance(exc, TimeoutError):
             return failed(f"no answer within {self.t.timeout_s:g} s",
                           "the webhook is too slow: Twilio gives up after 15 s (11200)",
@@ -351,7 +351,7 @@ def context_lines(t: WebhookTarget, source: str) -> list[str]:
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Command line; returns the exit code (see scripts/checklist.py)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=checklist.EXIT_CODES_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url", nargs="?", help="the webhook origin or its /twilio/voice URL (default: WEBHOOK_URL)")
     parser.add_argument("--relay", help="the relay origin the TwiML must point at (default: RELAY_PUBLIC_URL)")

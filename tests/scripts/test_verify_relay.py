@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -257,6 +258,19 @@ def test_a_healthy_relay_passes_every_layer(run_script: Run, relay: RunningRelay
     for item in report["layers"]:
         assert set(item) >= {"name", "ok", "skipped", "detail", "diagnosis", "fix"}
         assert item["ok"] is True and item["skipped"] is False and item["diagnosis"] is None
+
+
+def test_without_a_greeting_the_assistant_answers_the_spoken_utterance(
+        run_script: Run, make_relay: Any, standin: StandinModel) -> None:
+    """No greeting: the first audio is the stand-in's reply to the bundled WAV, after the caller's turn."""
+    relay = make_relay(standin.url, ASSISTANT_GREETING="")
+    code, out = run_script(verify_relay.main, relay.http_url, env=SECRETS)
+    assert code == 0, out
+    heard = re.search(r"✓ synthetic call assistant audio ([0-9.]+) s after connecting", out)
+    assert heard is not None, out
+    assert float(heard.group(1)) > 3.0  # the 4.2 s utterance is streamed in real time before the caller's turn ends
+    (session,) = standin.sessions[1:]  # [0] is the diagnostic's session
+    assert len(session.appended) > 150  # 20 ms frames of the utterance reached the model
 
 
 def test_the_token_can_come_from_the_webhook(run_script: Run, relay: RunningRelay,
