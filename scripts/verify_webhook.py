@@ -141,7 +141,8 @@ class WebhookCheck:
                           "start it (make run locally) or check the Function URL")
         if isinstance(exc, ssl.SSLError):
             what, fix = checklist.describe_tls_error(exc, host)
-            return failed(f"TLS failed: {exc}", f"Twilio cannot fetch the TwiML (11205 HTTP connection failure): {what}", fix)
+            return failed(f"TLS failed: {exc}",
+                          f"Twilio cannot fetch the TwiML (11205 HTTP connection failure): {what}", fix)
         if isinstance(exc, TimeoutError):
             return failed(f"no answer within {self.t.timeout_s:g} s",
                           "the webhook is too slow: Twilio gives up after 15 s (11200)",
