@@ -734,6 +734,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
                         "(default: RELAY_URL)")
     parser.add_argument("--public-url", help="the wss:// origin Twilio dials (default: RELAY_PUBLIC_URL)")
     parser.add_argument("--webhook", help="get the call's stream token from this webhook, as Twilio does")
+    parser.add_argument("--webhook-public-url", help="the origin Twilio signs webhook POSTs for (default: "
+                        "WEBHOOK_PUBLIC_URL)")
     parser.add_argument("--auth-token", help="Twilio Auth Token (prefer TWILIO_AUTH_TOKEN: flags show in ps)")
     parser.add_argument("--diagnostic-token", help="prefer DIAGNOSTIC_TOKEN")
     parser.add_argument("--stream-secret", help="prefer STREAM_TOKEN_SECRET")
@@ -753,7 +755,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             auth_token=args.auth_token or settings.get("TWILIO_AUTH_TOKEN"),
             diagnostic_token=args.diagnostic_token or settings.get("DIAGNOSTIC_TOKEN"),
             stream_secret=args.stream_secret or settings.get("STREAM_TOKEN_SECRET"),
-            webhook_url=args.webhook, webhook_public_url=settings.get("WEBHOOK_PUBLIC_URL"),
+            webhook_url=args.webhook,
+            webhook_public_url=args.webhook_public_url or settings.get("WEBHOOK_PUBLIC_URL"),
             timeout_s=args.timeout, call_timeout_s=args.call_timeout, ca_file=args.ca_file)
     except ValueError as exc:
         print(f"verify_relay: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -290,6 +291,17 @@ def test_missing_credentials_skip_layers_and_exit_3(run_script: Run, relay: Runn
     assert "– OpenAI diagnostic set DIAGNOSTIC_TOKEN" in out
     assert "– synthetic call set TWILIO_AUTH_TOKEN" in out
     assert "INCOMPLETE: nothing failed, but 3 of 8 layers were skipped" in out
+
+
+def test_the_env_file_make_run_writes_is_enough(relay: RunningRelay, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """As after `make run`: secrets and RELAY_PUBLIC_URL from the file, nothing in the environment."""
+    env_file = tmp_path / "stack.env"
+    env_file.write_text("# written by make run\n" + "".join(f"{k}={v}\n" for k, v in SECRETS.items())
+                        + f"RELAY_URL={relay.http_url}\nRELAY_PUBLIC_URL={relay.ws_url}\n")
+    assert verify_relay.main(["--env-file", str(env_file)], environ={}) == 0  # the URL comes from RELAY_URL
+    out = capsys.readouterr().out
+    assert f"credentials from environment + {env_file}" in out and "PASSED: all 8 layers" in out
 
 
 def test_usage_errors_exit_2(run_script: Run) -> None:
