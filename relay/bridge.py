@@ -53,6 +53,10 @@ class CallState(Enum):
     ENDED = "ended"
 
 
+_ACTIVE = CallState.ACTIVE
+_payload_bytes = tw.payload_bytes
+
+
 class SendTwilio(NamedTuple):
     """Send this text to Twilio."""
 
@@ -115,6 +119,7 @@ class CallBridge:
         self.end_reason: str | None = None
         self.stream_sid = ""
         self.call_sid = ""
+        self._to_twilio = tw.Outbound("")
         # Barge-in bookkeeping (see the module docstring).
         self.pending_marks: deque[tuple[str, str, int]] = deque()
         self.heard_item_id = ""
@@ -123,7 +128,6 @@ class CallBridge:
         self._mark_seq = 0
         # Counters for the end-of-call line.
         self.frames_from_caller = 0
-        self.frames_to_caller = 0
         self.bytes_to_caller = 0
         self.dropped_before_ready = 0
         self.barge_ins = 0
@@ -161,7 +165,7 @@ class CallBridge:
             "reason": self.end_reason,
             "duration_s": round(end - (self.started_at or self.accepted_at), 3),
             "frames_from_caller": self.frames_from_caller,
-            "frames_to_caller": self.frames_to_caller,
+            "frames_to_caller": self._mark_seq,
             "bytes_to_caller": self.bytes_to_caller,
             "dropped_before_ready": self.dropped_before_ready,
             "barge_ins": self.barge_ins,
@@ -174,9 +178,10 @@ class CallBridge:
         """React to one parsed Twilio message."""
         kind = type(event)
         if kind is tw.Media:
-            return self._on_media(event)  # type: ignore[arg-type]
+            text = self.append_for(event)  # type: ignore[arg-type]
+            return [SendOpenAI(text)] if text is not None else []
         if kind is tw.Mark:
-            self._on_mark(event)  # type: ignore[arg-type]
+            self.on_mark(event)  # type: ignore[arg-type]
             return []
         if self.state is CallState.ENDED:
             return []
@@ -195,21 +200,27 @@ class CallBridge:
         self._warn_once("unknown:" + event.event, "twilio.unknown_event event=%s", event.event)  # type: ignore[union-attr]
         return []
 
-    def _on_media(self, media: tw.Media) -> list[Action]:
-        if self.state is CallState.ACTIVE:
+    def append_for(self, media: tw.Media) -> str | None:
+        """The hot path for caller audio: the ``append`` to send upstream, or None.
+
+        ``on_twilio`` wraps this; LiveCall calls it directly for every media frame, so a
+        frame costs no action objects.
+        """
+        if self.state is _ACTIVE:
             if media.stream_sid != self.stream_sid:
                 self._warn_once("media_sid", "twilio.wrong_stream_sid event=media")
-                return []
+                return None
             self.frames_from_caller += 1
-            return [SendOpenAI(oai.append_audio(media.payload))]
+            return oai.append_audio(media.payload)
         if self.state is CallState.AWAITING_START:
             self._warn_once("media_before_start", "twilio.media_before_start ignored=true")
         elif self.state is CallState.AWAITING_SESSION:
             # Audio appended before session.updated would be read as 24 kHz PCM.
             self.dropped_before_ready += 1
-        return []
+        return None
 
-    def _on_mark(self, mark: tw.Mark) -> None:
+    def on_mark(self, mark: tw.Mark) -> None:
+        """Twilio echoed a mark: the audio before it has played (or was cleared)."""
         pending = self.pending_marks
         if not pending or pending[0][0] != mark.name or mark.stream_sid != self.stream_sid:
             return  # the echo of a mark dropped by a clear: cleared, not played
@@ -225,6 +236,7 @@ class CallBridge:
             return []
         self.stream_sid = start.stream_sid
         self.call_sid = start.call_sid
+        self._to_twilio = tw.Outbound(start.stream_sid)
         bind = getattr(self.log, "bind", None)
         if bind is not None:
             bind(start.call_sid, start.stream_sid)
@@ -281,7 +293,8 @@ class CallBridge:
             return []
         kind = type(event)
         if kind is oai.AudioDelta:
-            return self._on_audio_delta(event)  # type: ignore[arg-type]
+            texts = self.twilio_for(event)  # type: ignore[arg-type]
+            return [SendTwilio(texts[0]), SendTwilio(texts[1])] if texts is not None else []
         if kind is oai.SpeechStarted:
             return self._on_speech_started(event)  # type: ignore[arg-type]
         if kind is oai.SessionUpdated:
@@ -318,22 +331,26 @@ class CallBridge:
             return [SendOpenAI(self.settings.greeting)]
         return []
 
-    def _on_audio_delta(self, delta: oai.AudioDelta) -> list[Action]:
-        if self.state is not CallState.ACTIVE or delta.item_id == self.suppressed_item_id:
-            return []
-        size = tw.payload_bytes(delta.delta)
+    def twilio_for(self, delta: oai.AudioDelta) -> tuple[str, str] | None:
+        """The hot path for assistant audio: Twilio ``media`` and its ``mark``, or None.
+
+        ``on_openai`` wraps this; LiveCall calls it directly for every audio delta.
+        """
+        if self.state is not _ACTIVE or delta.item_id == self.suppressed_item_id:
+            return None
+        audio = delta.delta
+        size = _payload_bytes(audio)
         if size == 0:
-            return []
+            return None
         self._mark_seq += 1
         name = str(self._mark_seq)
         self.pending_marks.append((name, delta.item_id, size))
-        self.frames_to_caller += 1
         self.bytes_to_caller += size
         if self.first_audio_ms is None and self.started_at is not None:
             self.first_audio_ms = round((self._monotonic() - self.started_at) * 1000, 1)
             self.log.info("call.first_audio ms_since_start=%.1f", self.first_audio_ms)
-        sid = self.stream_sid
-        return [SendTwilio(tw.media(sid, delta.delta)), SendTwilio(tw.mark(sid, name))]
+        out = self._to_twilio
+        return out.media(audio), out.mark(name)
 
     def _on_speech_started(self, event: oai.SpeechStarted) -> list[Action]:
         if not self.pending_marks:
@@ -347,7 +364,7 @@ class CallBridge:
         self.barge_ins += 1
         self.log.info("call.barge_in item_id=%s audio_end_ms=%d", item_id, audio_end_ms)
         return [
-            SendTwilio(tw.clear(self.stream_sid)),
+            SendTwilio(self._to_twilio.clear),
             SendOpenAI(oai.truncate(item_id, audio_end_ms)),
         ]
 
@@ -355,13 +372,13 @@ class CallBridge:
         if self.state is CallState.AWAITING_SESSION or error.fatal:
             self.log.error(
                 "openai.error fatal=true type=%s code=%s param=%s message=%r",
-                error.type, error.code, error.param, error.message,
+                error.error_type, error.code, error.param, error.message,
             )
             reason = "session_rejected" if self.state is CallState.AWAITING_SESSION else "openai_error"
             return self._end(reason, CLOSE_INTERNAL_ERROR)
         self.log.warning(
             "openai.error fatal=false type=%s code=%s param=%s message=%r",
-            error.type, error.code, error.param, error.message,
+            error.error_type, error.code, error.param, error.message,
         )
         return []
 

@@ -82,7 +82,7 @@ def _await_session(
                 raise UpstreamError("session", f"unreadable event: {exc}") from None
             if isinstance(event, oai.ErrorEvent):
                 raise UpstreamError(
-                    "session", event.message or "session.update rejected", code=event.code or event.type
+                    "session", event.message or "session.update rejected", code=event.code or event.error_type
                 )
             if isinstance(event, oai.SessionUpdated):
                 for direction, fmt in (("input", event.input_format), ("output", event.output_format)):

@@ -5,24 +5,25 @@ only: ``session.type`` is required, audio formats are objects under ``session.au
 audio deltas are ``response.output_audio.delta``. The beta shape (``OpenAI-Beta:
 realtime=v1``) was retired on 2026-05-12 and is refused with ``beta_api_shape_disabled``.
 
-Builders return the JSON text to send. ``tests/relay/test_openai_protocol.py`` validates
-every one against the openai SDK's GA models and rejects unknown fields.
+Server events are decoded once, by msgspec, straight into the structs below (the fields
+the relay uses; the rest of each event is skipped in C). A type this relay does not act
+on becomes ``Unknown``: the API adds events over time. Builders return the JSON text to
+send; ``tests/relay/test_openai_protocol.py`` validates every one against the openai
+SDK's GA models and rejects unknown fields.
 
-Pure: standard library, orjson and ``relay.errors`` only.
+Pure: the standard library, msgspec and ``relay.errors`` only.
 """
 
 from __future__ import annotations
 
 import json
-from json.encoder import encode_basestring_ascii as _q
-from typing import Any, NamedTuple
+from typing import Any
+
+import msgspec
+from msgspec import Struct, field
 
 from relay.errors import OpenAIProtocolError
-
-try:  # orjson parses a 6.5 KB audio delta in 3.0 us against json's 9.4 us
-    from orjson import loads as _loads
-except ImportError:  # pragma: no cover - orjson is pinned
-    from json import loads as _loads  # type: ignore[assignment]
+from relay.json_text import json_string
 
 # -- server event types we act on ------------------------------------------------------
 TYPE_SESSION_CREATED = "session.created"
@@ -58,75 +59,197 @@ FATAL_ERROR_CODES = frozenset(
 )
 
 
-class SessionCreated(NamedTuple):
+class _Format(Struct, frozen=True, gc=False):
+    type: str = ""
+
+
+class _AudioSide(Struct, frozen=True, gc=False):
+    format: _Format = field(default_factory=_Format)
+
+
+class _Audio(Struct, frozen=True, gc=False):
+    input: _AudioSide = field(default_factory=_AudioSide)
+    output: _AudioSide = field(default_factory=_AudioSide)
+
+
+class _Session(Struct, frozen=True, gc=False):
+    audio: _Audio = field(default_factory=_Audio)
+
+
+class _Response(Struct, frozen=True, gc=False):
+    id: str = ""
+
+
+class _ErrorInfo(Struct, frozen=True, gc=False):
+    type: str | None = None
+    code: str | None = None
+
+
+class _StatusDetails(Struct, frozen=True, gc=False):
+    type: str | None = None
+    reason: str | None = None
+    error: _ErrorInfo | None = None
+
+
+class _Usage(Struct, frozen=True, gc=False):
+    total_tokens: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class _DoneResponse(Struct, frozen=True, gc=False):
+    id: str = ""
+    status: str = ""
+    status_details: _StatusDetails | None = None
+    usage: _Usage | None = None
+
+
+class _Error(Struct, frozen=True, gc=False):
+    type: str | None = None
+    code: str | None = None
+    message: str | None = None
+    param: str | None = None
+
+
+class SessionCreated(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_SESSION_CREATED):
     """The server's first event on a new socket."""
 
 
-class SessionUpdated(NamedTuple):
+class SessionUpdated(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_SESSION_UPDATED):
     """Our ``session.update`` took effect; the formats the server now uses."""
 
-    input_format: str
-    output_format: str
+    session: _Session = field(default_factory=_Session)
+
+    @property
+    def input_format(self) -> str:
+        """``session.audio.input.format.type``, or "" if the server did not say."""
+        return self.session.audio.input.format.type
+
+    @property
+    def output_format(self) -> str:
+        """``session.audio.output.format.type``, or "" if the server did not say."""
+        return self.session.audio.output.format.type
+
+    @classmethod
+    def of(cls, input_format: str, output_format: str) -> SessionUpdated:
+        """Build one directly (tests)."""
+        return cls(_Session(_Audio(_AudioSide(_Format(input_format)), _AudioSide(_Format(output_format)))))
 
 
-class AudioDelta(NamedTuple):
+class AudioDelta(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_AUDIO_DELTA):
     """A chunk of the assistant's audio (base64 mu-law)."""
 
-    response_id: str
     item_id: str
     delta: str
+    response_id: str = ""
 
 
-class SpeechStarted(NamedTuple):
+class SpeechStarted(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_SPEECH_STARTED):
     """Server VAD heard the caller start speaking: the barge-in signal."""
 
-    item_id: str
-    audio_start_ms: int
+    item_id: str = ""
+    audio_start_ms: int = 0
 
 
-class SpeechStopped(NamedTuple):
+class SpeechStopped(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_SPEECH_STOPPED):
     """Server VAD heard the caller stop."""
 
-    item_id: str
+    item_id: str = ""
 
 
-class ResponseCreated(NamedTuple):
+class ResponseCreated(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_RESPONSE_CREATED):
     """The model started a response."""
 
-    response_id: str
+    response: _Response = field(default_factory=_Response)
+
+    @property
+    def response_id(self) -> str:
+        """The response's id."""
+        return self.response.id
 
 
-class ResponseDone(NamedTuple):
+class ResponseDone(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_RESPONSE_DONE):
     """A response ended: its status and token usage."""
 
-    response_id: str
-    status: str
-    reason: str
-    usage: dict[str, int]
+    response: _DoneResponse
+
+    @property
+    def response_id(self) -> str:
+        """The response's id."""
+        return self.response.id
+
+    @property
+    def status(self) -> str:
+        """``completed``, ``cancelled``, ``failed`` or ``incomplete``."""
+        return self.response.status
+
+    @property
+    def reason(self) -> str:
+        """Why it was cancelled or incomplete, or its error code if it failed."""
+        details = self.response.status_details
+        if details is None:
+            return ""
+        if details.reason:
+            return details.reason
+        if details.error is not None:
+            return details.error.code or details.error.type or ""
+        return ""
+
+    @property
+    def usage(self) -> dict[str, int]:
+        """Token counts the API reported."""
+        usage = self.response.usage
+        if usage is None:
+            return {}
+        counts = {"total_tokens": usage.total_tokens, "input_tokens": usage.input_tokens,
+                  "output_tokens": usage.output_tokens}
+        return {name: value for name, value in counts.items() if value is not None}
 
 
-class ItemTruncated(NamedTuple):
+class ItemTruncated(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_ITEM_TRUNCATED):
     """Acknowledges our ``conversation.item.truncate``."""
 
-    item_id: str
-    audio_end_ms: int
+    item_id: str = ""
+    audio_end_ms: int = 0
 
 
-class ErrorEvent(NamedTuple):
+class ErrorEvent(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_ERROR):
     """An ``error`` event; most are recoverable (see FATAL_ERROR_CODES)."""
 
-    type: str
-    code: str
-    message: str
-    param: str
+    error: _Error
+
+    @property
+    def error_type(self) -> str:
+        """OpenAI's error type, e.g. ``invalid_request_error``."""
+        return self.error.type or ""
+
+    @property
+    def code(self) -> str:
+        """OpenAI's error code, e.g. ``session_expired``."""
+        return self.error.code or ""
+
+    @property
+    def message(self) -> str:
+        """OpenAI's message (cut to 300 characters)."""
+        return (self.error.message or "")[:300]
+
+    @property
+    def param(self) -> str:
+        """The parameter the error is about, if any."""
+        return self.error.param or ""
 
     @property
     def fatal(self) -> bool:
         """True when the session cannot continue after this error."""
         return self.code in FATAL_ERROR_CODES
 
+    @classmethod
+    def of(cls, error_type: str, code: str, message: str, param: str = "") -> ErrorEvent:
+        """Build one directly (tests)."""
+        return cls(_Error(error_type, code, message, param))
 
-class Unknown(NamedTuple):
+
+class Unknown(Struct, frozen=True, gc=False):
     """Any other server event: tolerated (the API adds events over time)."""
 
     type: str
@@ -144,88 +267,35 @@ OpenAIEvent = (
     | ErrorEvent
     | Unknown
 )
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _format_type(audio: object, direction: str) -> str:
-    if isinstance(audio, dict):
-        side = audio.get(direction)
-        if isinstance(side, dict):
-            fmt = side.get("format")
-            if isinstance(fmt, dict):
-                return _text(fmt.get("type"))
-    return ""
+_KNOWN = {TYPE_SESSION_CREATED, TYPE_SESSION_UPDATED, TYPE_AUDIO_DELTA, TYPE_SPEECH_STARTED,
+          TYPE_SPEECH_STOPPED, TYPE_RESPONSE_CREATED, TYPE_RESPONSE_DONE, TYPE_ITEM_TRUNCATED,
+          TYPE_ERROR}
+_decode = msgspec.json.Decoder(
+    SessionCreated | SessionUpdated | AudioDelta | SpeechStarted | SpeechStopped | ResponseCreated
+    | ResponseDone | ItemTruncated | ErrorEvent
+).decode
 
 
 def parse(text: str | bytes) -> OpenAIEvent:
     """Parse one server event; raise OpenAIProtocolError if it is not an event at all."""
     try:
-        event = _loads(text)
-    except ValueError:
+        return _decode(text)  # type: ignore[no-any-return]
+    except msgspec.ValidationError as exc:
+        return _unknown_or_invalid(text, exc)
+    except msgspec.DecodeError:
         raise OpenAIProtocolError("server event is not JSON") from None
-    if not isinstance(event, dict):
+
+
+def _unknown_or_invalid(text: str | bytes, error: msgspec.ValidationError) -> Unknown:
+    event: Any = msgspec.json.decode(text)
+    if type(event) is not dict:
         raise OpenAIProtocolError("server event is not a JSON object")
     kind = event.get("type")
-    if kind == TYPE_AUDIO_DELTA:  # first: the bulk of all traffic
-        delta = event.get("delta")
-        if not isinstance(delta, str):
-            raise OpenAIProtocolError("audio delta without a 'delta' string")
-        return AudioDelta(_text(event.get("response_id")), _text(event.get("item_id")), delta)
-    if kind == TYPE_SPEECH_STARTED:
-        start = event.get("audio_start_ms")
-        return SpeechStarted(_text(event.get("item_id")), start if isinstance(start, int) else 0)
-    if kind == TYPE_SPEECH_STOPPED:
-        return SpeechStopped(_text(event.get("item_id")))
-    if kind == TYPE_RESPONSE_CREATED:
-        response = event.get("response")
-        return ResponseCreated(_text(response.get("id")) if isinstance(response, dict) else "")
-    if kind == TYPE_RESPONSE_DONE:
-        return _response_done(event.get("response"))
-    if kind == TYPE_ERROR:
-        error = event.get("error")
-        if not isinstance(error, dict):
-            raise OpenAIProtocolError("error event without an 'error' object")
-        return ErrorEvent(
-            _text(error.get("type")),
-            _text(error.get("code")),
-            _text(error.get("message"))[:300],
-            _text(error.get("param")),
-        )
-    if kind == TYPE_SESSION_UPDATED:
-        session = event.get("session")
-        audio = session.get("audio") if isinstance(session, dict) else None
-        return SessionUpdated(_format_type(audio, "input"), _format_type(audio, "output"))
-    if kind == TYPE_SESSION_CREATED:
-        return SessionCreated()
-    if kind == TYPE_ITEM_TRUNCATED:
-        end = event.get("audio_end_ms")
-        return ItemTruncated(_text(event.get("item_id")), end if isinstance(end, int) else 0)
-    if not isinstance(kind, str):
+    if type(kind) is not str:
         raise OpenAIProtocolError("server event without a 'type'")
+    if kind in _KNOWN:
+        raise OpenAIProtocolError(f"invalid {kind} event: {error}")
     return Unknown(kind[:80])
-
-
-def _response_done(response: object) -> ResponseDone:
-    if not isinstance(response, dict):
-        raise OpenAIProtocolError("response.done without a 'response' object")
-    details = response.get("status_details")
-    reason = ""
-    if isinstance(details, dict):
-        reason = _text(details.get("reason"))
-        error = details.get("error")
-        if isinstance(error, dict) and not reason:
-            reason = _text(error.get("code")) or _text(error.get("type"))
-    usage: dict[str, int] = {}
-    raw_usage = response.get("usage")
-    if isinstance(raw_usage, dict):
-        for key in ("total_tokens", "input_tokens", "output_tokens"):
-            value = raw_usage.get(key)
-            if isinstance(value, int):
-                usage[key] = value
-    return ResponseDone(_text(response.get("id")), _text(response.get("status")), reason, usage)
 
 
 # -- builders (relay -> OpenAI); each returns the JSON text ----------------------------
@@ -260,7 +330,7 @@ def session_update(*, voice: str, instructions: str) -> str:
 
 def append_audio(audio_b64: str) -> str:
     """Caller audio for the input buffer: Twilio's base64 payload, untouched."""
-    return '{"type":"input_audio_buffer.append","audio":' + _q(audio_b64) + "}"
+    return '{"type":"input_audio_buffer.append","audio":' + json_string(audio_b64) + "}"
 
 
 def response_create(instructions: str | None = None) -> str:

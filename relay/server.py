@@ -254,7 +254,7 @@ class RelayHandler(WebSocketHandler):
         # The library's WebSocket object would send a code-less close frame when collected.
         self.websocket.closed = True
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = server_connection(self.socket, self._read_buffered, max_message_bytes=MAX_TWILIO_MESSAGE_BYTES)
+        conn = server_connection(self.socket, self._read_buffered(), max_message_bytes=MAX_TWILIO_MESSAGE_BYTES)
         try:
             app.run_call(conn)
         finally:

@@ -2,27 +2,31 @@
 
 https://www.twilio.com/docs/voice/media-streams/websocket-messages (protocols.md 1.2-1.3)
 
-Inbound text is parsed once into small immutable event objects; anything that is not a
-Media Streams event raises TwilioProtocolError. Outbound builders return the JSON text
-itself: they run on every audio frame, so they concatenate pre-escaped pieces instead of
-building a dict for ``json.dumps`` (every string goes through the C escaper, so the text
-is valid JSON whatever it carries; tests compare it with ``json.loads``).
+Inbound text is decoded once, by msgspec, straight into the immutable event structs
+below: one C pass that also checks every field's type (about 4,300 instructions for a
+media frame, against 7,800 for orjson's dicts plus the checks in Python). Anything that
+is not a Media Streams event raises TwilioProtocolError; an event name this relay does
+not know becomes ``Unknown``. The base64 payload is not decoded or re-checked here: it
+is passed upstream as the exact string Twilio sent, and the Realtime API, which decodes
+it anyway, answers an invalid one with a recoverable ``error``.
 
-Pure: standard library and ``relay.errors`` only. camelCase lives here and nowhere else.
+Outbound builders return the JSON text itself: they run on every audio frame, so they
+concatenate prepared pieces instead of building a dict for ``json.dumps``; every string
+that might need escaping goes through the C escaper (tests compare with ``json.loads``).
+
+Pure: the standard library, msgspec and ``relay.errors`` only. camelCase lives here.
 """
 
 from __future__ import annotations
 
-import re
 from json.encoder import encode_basestring_ascii as _q
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct, field
 
 from relay.errors import CLOSE_UNSUPPORTED_DATA, TwilioProtocolError
-
-try:  # orjson parses a 390-byte media frame in 1.0 us against json's 4.1 us
-    from orjson import loads as _loads
-except ImportError:  # pragma: no cover - orjson is pinned; stdlib keeps scripts working
-    from json import loads as _loads  # type: ignore[assignment]
+from relay.json_text import json_string
 
 # -- event names (Twilio -> relay and relay -> Twilio) --------------------------------
 EVENT_CONNECTED = "connected"
@@ -36,164 +40,188 @@ EVENT_CLEAR = "clear"
 # 8 kHz G.711 mu-law: one byte per sample, 8 bytes per millisecond.
 BYTES_PER_MS = 8
 
-_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+# Twilio SIDs are two letters and 32 hex digits; the check is loose on the digits
+# (stand-ins and tests use readable ones) but strict on the alphabet: SIDs end up in log
+# lines and in the JSON we build.
+CallSid = Annotated[str, Meta(pattern=r"^CA[0-9A-Za-z]{1,62}$")]
+StreamSid = Annotated[str, Meta(pattern=r"^MZ[0-9A-Za-z]{1,62}$")]
 
 
-# Events are NamedTuples rather than frozen dataclasses: one is made per audio frame, and
-# a NamedTuple is about twice as fast to build (0.6 us against 1.3 us, measured).
-class Connected(NamedTuple):
-    """First message on every stream."""
-
-    protocol: str
-    version: str
-
-
-class Start(NamedTuple):
-    """Stream metadata; ``custom_parameters`` are the TwiML ``<Parameter>`` values."""
-
-    stream_sid: str
-    call_sid: str
-    account_sid: str
-    custom_parameters: dict[str, str]
-    tracks: tuple[str, ...]
-    encoding: str
-    sample_rate: int
-
-
-class Media(NamedTuple):
-    """Caller audio: base64 mu-law, passed upstream untouched."""
-
-    stream_sid: str
+class _MediaBody(Struct, frozen=True, gc=False):
     payload: str
-    timestamp_ms: int
 
 
-class Mark(NamedTuple):
-    """Twilio echoing one of our marks: the audio before it has played (or was cleared)."""
-
-    stream_sid: str
+class _MarkBody(Struct, frozen=True, gc=False):
     name: str
 
 
-class Dtmf(NamedTuple):
-    """A key pressed by the caller."""
-
-    stream_sid: str
+class _DtmfBody(Struct, frozen=True, gc=False):
     digit: str
 
 
-class Stop(NamedTuple):
+class _StopBody(Struct, frozen=True, gc=False, rename="camel"):
+    call_sid: str = ""
+    account_sid: str = ""
+
+
+class _MediaFormat(Struct, frozen=True, gc=False, rename="camel"):
+    # Only mu-law 8 kHz passes through to OpenAI's audio/pcmu untouched.
+    encoding: Literal["audio/x-mulaw"] = "audio/x-mulaw"
+    sample_rate: Literal[8000] = 8000
+    channels: int = 1
+
+
+class _StartBody(Struct, frozen=True, gc=False, rename="camel"):
+    stream_sid: StreamSid
+    call_sid: CallSid
+    account_sid: str = ""
+    tracks: tuple[str, ...] = ("inbound",)
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+    media_format: _MediaFormat = field(default_factory=_MediaFormat)
+
+
+class Connected(Struct, frozen=True, gc=False, tag_field="event", tag=EVENT_CONNECTED):
+    """First message on every stream."""
+
+    protocol: str = ""
+    version: str = ""
+
+
+class Start(Struct, frozen=True, gc=False, tag_field="event", tag=EVENT_START):
+    """Stream metadata; ``custom_parameters`` are the TwiML ``<Parameter>`` values."""
+
+    start: _StartBody
+
+    @property
+    def stream_sid(self) -> str:
+        """The stream's SID (MZ...)."""
+        return self.start.stream_sid
+
+    @property
+    def call_sid(self) -> str:
+        """The call's SID (CA...)."""
+        return self.start.call_sid
+
+    @property
+    def account_sid(self) -> str:
+        """The Twilio account (AC...)."""
+        return self.start.account_sid
+
+    @property
+    def custom_parameters(self) -> dict[str, str]:
+        """The ``<Parameter>`` values from the TwiML."""
+        return self.start.custom_parameters
+
+    @property
+    def tracks(self) -> tuple[str, ...]:
+        """Tracks streamed (always ``inbound`` with ``<Connect>``)."""
+        return self.start.tracks
+
+    @classmethod
+    def of(cls, stream_sid: str, call_sid: str, custom_parameters: dict[str, str] | None = None,
+           account_sid: str = "") -> Start:
+        """Build one directly (tests, stand-ins)."""
+        return cls(_StartBody(stream_sid, call_sid, account_sid, ("inbound",), custom_parameters or {}))
+
+
+class Media(Struct, frozen=True, gc=False, tag_field="event", tag=EVENT_MEDIA, rename="camel"):
+    """Caller audio: base64 mu-law, passed upstream untouched.
+
+    Twilio's ``media.timestamp`` and ``chunk`` are not kept: barge-in is measured from
+    returned marks, not from inbound timestamps.
+    """
+
+    media: _MediaBody
+    stream_sid: str = ""
+
+    @property
+    def payload(self) -> str:
+        """The base64 audio, exactly as Twilio sent it."""
+        return self.media.payload
+
+    @classmethod
+    def of(cls, stream_sid: str, payload: str) -> Media:
+        """Build one directly (tests, stand-ins)."""
+        return cls(_MediaBody(payload), stream_sid)
+
+
+class Mark(Struct, frozen=True, gc=False, tag_field="event", tag=EVENT_MARK, rename="camel"):
+    """Twilio echoing one of our marks: the audio before it has played (or was cleared)."""
+
+    mark: _MarkBody
+    stream_sid: str = ""
+
+    @property
+    def name(self) -> str:
+        """The mark's name, as we sent it."""
+        return self.mark.name
+
+    @classmethod
+    def of(cls, stream_sid: str, name: str) -> Mark:
+        """Build one directly (tests, stand-ins)."""
+        return cls(_MarkBody(name), stream_sid)
+
+
+class Dtmf(Struct, frozen=True, gc=False, tag_field="event", tag=EVENT_DTMF, rename="camel"):
+    """A key pressed by the caller."""
+
+    dtmf: _DtmfBody
+    stream_sid: str = ""
+
+    @property
+    def digit(self) -> str:
+        """The key."""
+        return self.dtmf.digit
+
+
+class Stop(Struct, frozen=True, gc=False, tag_field="event", tag=EVENT_STOP, rename="camel"):
     """The stream ended (caller hung up, or the call was redirected)."""
 
-    stream_sid: str
-    call_sid: str
+    stop: _StopBody = field(default_factory=_StopBody)
+    stream_sid: str = ""
+
+    @property
+    def call_sid(self) -> str:
+        """The call's SID, if Twilio gave it."""
+        return self.stop.call_sid
+
+    @classmethod
+    def of(cls, stream_sid: str, call_sid: str) -> Stop:
+        """Build one directly (tests, stand-ins)."""
+        return cls(_StopBody(call_sid), stream_sid)
 
 
-class Unknown(NamedTuple):
+class Unknown(Struct, frozen=True, gc=False):
     """An event name this relay does not know; tolerated, logged."""
 
     event: str
 
 
 TwilioEvent = Connected | Start | Media | Mark | Dtmf | Stop | Unknown
-
-
-def _str(container: dict[str, Any], key: str, where: str) -> str:
-    value = container.get(key)
-    if not isinstance(value, str):
-        raise TwilioProtocolError(f"{where}.{key} missing or not a string")
-    return value
-
-
-def _obj(message: dict[str, Any], key: str) -> dict[str, Any]:
-    value = message.get(key)
-    if not isinstance(value, dict):
-        raise TwilioProtocolError(f"{key} event without a {key!r} object")
-    return value
-
-
-def _sid(value: str, prefix: str, where: str) -> str:
-    # Twilio SIDs are two letters and 32 hex digits; keep the check loose on the digits
-    # (stand-ins and tests use readable ones) but strict on the alphabet, since SIDs end
-    # up in log lines and in the JSON we build.
-    if not (value.startswith(prefix) and 2 < len(value) <= 64 and value.isalnum()):
-        raise TwilioProtocolError(f"{where} is not a {prefix}... SID")
-    return value
+_KNOWN = {EVENT_CONNECTED, EVENT_START, EVENT_MEDIA, EVENT_MARK, EVENT_DTMF, EVENT_STOP}
+_decode = msgspec.json.Decoder(Connected | Start | Media | Mark | Dtmf | Stop).decode
 
 
 def parse(text: str) -> TwilioEvent:
     """Parse one Twilio text message; raise TwilioProtocolError if it is not one."""
     try:
-        message = _loads(text)
-    except ValueError:
+        return _decode(text)  # type: ignore[no-any-return]
+    except msgspec.ValidationError as exc:
+        return _unknown_or_invalid(text, exc)
+    except msgspec.DecodeError:
         raise TwilioProtocolError("message is not JSON", CLOSE_UNSUPPORTED_DATA) from None
-    if not isinstance(message, dict):
+
+
+def _unknown_or_invalid(text: str, error: msgspec.ValidationError) -> Unknown:
+    message: Any = msgspec.json.decode(text)
+    if type(message) is not dict:
         raise TwilioProtocolError("message is not a JSON object", CLOSE_UNSUPPORTED_DATA)
     event = message.get("event")
-    if event == EVENT_MEDIA:  # first: 50 of these a second
-        media = message.get("media")
-        if not isinstance(media, dict):
-            raise TwilioProtocolError("media event without a 'media' object")
-        payload = media.get("payload")
-        if not isinstance(payload, str) or not _BASE64.fullmatch(payload) or len(payload) % 4:
-            raise TwilioProtocolError("media.payload missing or not base64")
-        timestamp = media.get("timestamp", "0")
-        try:
-            timestamp_ms = int(timestamp)
-        except (TypeError, ValueError):
-            raise TwilioProtocolError("media.timestamp is not a number") from None
-        return Media(message.get("streamSid") or "", payload, timestamp_ms)
-    if event == EVENT_MARK:
-        name = _obj(message, "mark").get("name")
-        if not isinstance(name, str):
-            raise TwilioProtocolError("mark.name missing or not a string")
-        return Mark(message.get("streamSid") or "", name)
-    if event == EVENT_START:
-        return _parse_start(message)
-    if event == EVENT_CONNECTED:
-        return Connected(str(message.get("protocol", "")), str(message.get("version", "")))
-    if event == EVENT_STOP:
-        stop = message.get("stop")
-        call_sid = stop.get("callSid", "") if isinstance(stop, dict) else ""
-        return Stop(message.get("streamSid") or "", call_sid if isinstance(call_sid, str) else "")
-    if event == EVENT_DTMF:
-        digit = _obj(message, "dtmf").get("digit")
-        if not isinstance(digit, str):
-            raise TwilioProtocolError("dtmf.digit missing or not a string")
-        return Dtmf(message.get("streamSid") or "", digit)
-    if not isinstance(event, str):
+    if type(event) is not str:
         raise TwilioProtocolError("message has no 'event' name")
+    if event in _KNOWN:
+        raise TwilioProtocolError(f"invalid {event} message: {error}")
     return Unknown(event[:64])
-
-
-def _parse_start(message: dict[str, Any]) -> Start:
-    start = _obj(message, "start")
-    stream_sid = _sid(_str(start, "streamSid", "start"), "MZ", "start.streamSid")
-    call_sid = _sid(_str(start, "callSid", "start"), "CA", "start.callSid")
-    account_sid = start.get("accountSid", "")
-    params = start.get("customParameters") or {}
-    if not isinstance(params, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in params.items()
-    ):
-        raise TwilioProtocolError("start.customParameters must map names to strings")
-    tracks = start.get("tracks") or ["inbound"]
-    fmt = start.get("mediaFormat") or {}
-    if not isinstance(tracks, list) or not isinstance(fmt, dict):
-        raise TwilioProtocolError("start.tracks or start.mediaFormat malformed")
-    encoding = fmt.get("encoding", "audio/x-mulaw")
-    rate = fmt.get("sampleRate", 8000)
-    if encoding != "audio/x-mulaw" or rate != 8000:
-        # Only mu-law 8 kHz passes through to OpenAI's audio/pcmu untouched.
-        raise TwilioProtocolError(f"unsupported media format {encoding!r} at {rate!r} Hz")
-    return Start(
-        stream_sid,
-        call_sid,
-        account_sid if isinstance(account_sid, str) else "",
-        dict(params),
-        tuple(str(t) for t in tracks),
-        encoding,
-        rate,
-    )
 
 
 def payload_bytes(payload_b64: str) -> int:
@@ -208,18 +236,41 @@ def payload_bytes(payload_b64: str) -> int:
 # -- builders (relay -> Twilio); each returns the JSON text ---------------------------
 
 
+class Outbound:
+    """The messages we send on one stream, with the ``streamSid`` part built once.
+
+    ``media`` and ``mark`` run for every audio delta of every call: two string
+    concatenations and one C escape each.
+    """
+
+    __slots__ = ("_media", "_mark", "clear")
+
+    def __init__(self, stream_sid: str) -> None:
+        sid = _q(stream_sid)
+        self._media = '{"event":"media","streamSid":' + sid + ',"media":{"payload":'
+        self._mark = '{"event":"mark","streamSid":' + sid + ',"mark":{"name":'
+        #: Drop the audio Twilio has buffered for the caller (barge-in).
+        self.clear = '{"event":"clear","streamSid":' + sid + "}"
+
+    def media(self, payload_b64: str) -> str:
+        """Play base64 mu-law audio to the caller."""
+        return self._media + json_string(payload_b64) + "}}"
+
+    def mark(self, name: str) -> str:
+        """Ask Twilio to echo ``name`` once the audio sent before it has played."""
+        return self._mark + json_string(name) + "}}"
+
+
 def media(stream_sid: str, payload_b64: str) -> str:
     """Play base64 mu-law audio to the caller."""
-    return '{"event":"media","streamSid":' + _q(stream_sid) + ',"media":{"payload":' + _q(
-        payload_b64
-    ) + "}}"
+    return Outbound(stream_sid).media(payload_b64)
 
 
 def mark(stream_sid: str, name: str) -> str:
     """Ask Twilio to echo ``name`` once the audio sent before it has played."""
-    return '{"event":"mark","streamSid":' + _q(stream_sid) + ',"mark":{"name":' + _q(name) + "}}"
+    return Outbound(stream_sid).mark(name)
 
 
 def clear(stream_sid: str) -> str:
     """Drop the audio Twilio has buffered for the caller (barge-in)."""
-    return '{"event":"clear","streamSid":' + _q(stream_sid) + "}"
+    return Outbound(stream_sid).clear

@@ -67,14 +67,14 @@ def start_event(clock: Clock, token: str | None = "mint", call_sid: str = CALL) 
         token = stream_token.mint(SECRET, call_sid, clock.wall(), 300)
     if token is not None:
         params[stream_token.PARAMETER_NAME] = token
-    return tw.Start(STREAM, call_sid, "AC1", params, ("inbound",), "audio/x-mulaw", 8000)
+    return tw.Start.of(STREAM, call_sid, params, "AC1")
 
 
 def active(clock: Clock | None = None, **changes: object) -> tuple[CallBridge, Clock]:
     bridge, clock = make(clock, **changes)
     assert bridge.on_twilio(start_event(clock)) == [OpenUpstream()]
     assert bridge.on_upstream_open() == [SendOpenAI(SESSION_UPDATE)]
-    bridge.on_openai(oai.SessionUpdated("audio/pcmu", "audio/pcmu"))
+    bridge.on_openai(oai.SessionUpdated.of("audio/pcmu", "audio/pcmu"))
     assert bridge.state is CallState.ACTIVE
     return bridge, clock
 
@@ -82,7 +82,7 @@ def active(clock: Clock | None = None, **changes: object) -> tuple[CallBridge, C
 def delta(item: str, n_bytes: int) -> oai.AudioDelta:
     import base64
 
-    return oai.AudioDelta("resp_1", item, base64.b64encode(bytes(n_bytes)).decode())
+    return oai.AudioDelta(item_id=item, delta=base64.b64encode(bytes(n_bytes)).decode(), response_id="resp_1")
 
 
 def texts(actions: list[object], kind: type) -> list[dict[str, object]]:
@@ -99,7 +99,7 @@ def test_greeting_comes_first_once_token_and_session_are_ready() -> None:
     assert bridge.state is CallState.AWAITING_SESSION
     assert bridge.on_upstream_open() == [SendOpenAI(SESSION_UPDATE)]
     assert bridge.on_openai(oai.SessionCreated()) == []
-    assert bridge.on_openai(oai.SessionUpdated("audio/pcmu", "audio/pcmu")) == [SendOpenAI(GREETING)]
+    assert bridge.on_openai(oai.SessionUpdated.of("audio/pcmu", "audio/pcmu")) == [SendOpenAI(GREETING)]
     assert bridge.state is CallState.ACTIVE
 
 
@@ -107,7 +107,7 @@ def test_no_greeting_when_none_is_configured() -> None:
     bridge, clock = make(greeting=None)
     bridge.on_twilio(start_event(clock))
     bridge.on_upstream_open()
-    assert bridge.on_openai(oai.SessionUpdated("audio/pcmu", "audio/pcmu")) == []
+    assert bridge.on_openai(oai.SessionUpdated.of("audio/pcmu", "audio/pcmu")) == []
 
 
 @pytest.mark.parametrize(
@@ -120,10 +120,10 @@ def test_bad_tokens_end_the_call_before_anything_goes_upstream(token: str | None
     assert actions == [EndCall(reason, 1008)]
     assert bridge.state is CallState.ENDED
     # Whatever follows, nothing is ever sent upstream and no response is requested.
-    media = tw.Media(STREAM, "/////w==", 20)
+    media = tw.Media.of(STREAM, "/////w==")
     assert bridge.on_twilio(media) == []
     assert bridge.on_upstream_open() == []
-    assert bridge.on_openai(oai.SessionUpdated("audio/pcmu", "audio/pcmu")) == []
+    assert bridge.on_openai(oai.SessionUpdated.of("audio/pcmu", "audio/pcmu")) == []
 
 
 def test_token_for_another_call_is_refused() -> None:
@@ -156,7 +156,7 @@ def test_second_start_is_ignored() -> None:
 
 def test_caller_audio_before_the_session_is_ready_is_dropped_not_sent() -> None:
     bridge, clock = make()
-    media = tw.Media(STREAM, "/////w==", 0)
+    media = tw.Media.of(STREAM, "/////w==")
     assert bridge.on_twilio(media) == []  # before start
     bridge.on_twilio(start_event(clock))
     assert bridge.on_twilio(media) == []  # before session.updated
@@ -169,13 +169,13 @@ def test_caller_audio_before_the_session_is_ready_is_dropped_not_sent() -> None:
 def test_caller_audio_passes_upstream_untouched() -> None:
     bridge, _ = active()
     payload = "no+JhoaJjpzS" * 18
-    actions = bridge.on_twilio(tw.Media(STREAM, payload, 40))
+    actions = bridge.on_twilio(tw.Media.of(STREAM, payload))
     assert texts(actions, SendOpenAI) == [{"type": "input_audio_buffer.append", "audio": payload}]
 
 
 def test_media_for_another_stream_is_ignored() -> None:
     bridge, _ = active()
-    assert bridge.on_twilio(tw.Media("MZ" + "f" * 32, "AAAA", 40)) == []
+    assert bridge.on_twilio(tw.Media.of("MZ" + "f" * 32, "AAAA")) == []
 
 
 def test_a_mark_follows_each_audio_delta() -> None:
@@ -193,8 +193,8 @@ def test_barge_in_truncates_at_what_the_caller_heard() -> None:
     bridge, _ = active()
     for _ in range(5):
         bridge.on_openai(delta("item_1", 800))  # 5 x 100 ms sent
-    bridge.on_twilio(tw.Mark(STREAM, "1"))
-    bridge.on_twilio(tw.Mark(STREAM, "2"))  # 200 ms played
+    bridge.on_twilio(tw.Mark.of(STREAM, "1"))
+    bridge.on_twilio(tw.Mark.of(STREAM, "2"))  # 200 ms played
     actions = bridge.on_openai(oai.SpeechStarted("item_u", 900))
     assert texts(actions, SendTwilio) == [{"event": "clear", "streamSid": STREAM}]
     assert texts(actions, SendOpenAI) == [{"type": "conversation.item.truncate", "item_id": "item_1",
@@ -206,13 +206,13 @@ def test_marks_echoed_after_a_clear_are_not_counted_as_played() -> None:
     bridge, _ = active()
     for _ in range(3):
         bridge.on_openai(delta("item_1", 800))
-    bridge.on_twilio(tw.Mark(STREAM, "1"))
+    bridge.on_twilio(tw.Mark.of(STREAM, "1"))
     bridge.on_openai(oai.SpeechStarted("item_u", 0))
     for name in ("2", "3"):  # Twilio echoes the cleared marks
-        assert bridge.on_twilio(tw.Mark(STREAM, name)) == []
+        assert bridge.on_twilio(tw.Mark.of(STREAM, name)) == []
     # The next item starts from zero; the cleared marks added nothing.
     bridge.on_openai(delta("item_2", 400))
-    bridge.on_twilio(tw.Mark(STREAM, "4"))
+    bridge.on_twilio(tw.Mark.of(STREAM, "4"))
     bridge.on_openai(delta("item_2", 400))
     actions = bridge.on_openai(oai.SpeechStarted("item_u2", 0))
     assert texts(actions, SendOpenAI)[0]["audio_end_ms"] == 50
@@ -237,7 +237,7 @@ def test_truncate_never_exceeds_what_was_sent_and_nothing_played_means_zero() ->
 def test_speech_while_nothing_plays_is_not_a_barge_in() -> None:
     bridge, _ = active()
     bridge.on_openai(delta("item_1", 800))
-    bridge.on_twilio(tw.Mark(STREAM, "1"))  # everything played
+    bridge.on_twilio(tw.Mark.of(STREAM, "1"))  # everything played
     assert bridge.on_openai(oai.SpeechStarted("item_u", 0)) == []
     assert bridge.barge_ins == 0
 
@@ -248,7 +248,7 @@ def test_played_audio_spanning_two_items_counts_only_the_current_one() -> None:
     bridge.on_openai(delta("item_2", 800))
     bridge.on_openai(delta("item_2", 800))
     for name in ("1", "2"):
-        bridge.on_twilio(tw.Mark(STREAM, name))
+        bridge.on_twilio(tw.Mark.of(STREAM, name))
     actions = bridge.on_openai(oai.SpeechStarted("item_u", 0))
     assert texts(actions, SendOpenAI)[0] == {"type": "conversation.item.truncate", "item_id": "item_2",
                                              "content_index": 0, "audio_end_ms": 100}
@@ -258,8 +258,8 @@ def test_out_of_order_or_foreign_marks_are_ignored() -> None:
     bridge, _ = active()
     bridge.on_openai(delta("item_1", 800))
     bridge.on_openai(delta("item_1", 800))
-    bridge.on_twilio(tw.Mark(STREAM, "2"))  # not the head
-    bridge.on_twilio(tw.Mark("MZ" + "f" * 32, "1"))  # another stream
+    bridge.on_twilio(tw.Mark.of(STREAM, "2"))  # not the head
+    bridge.on_twilio(tw.Mark.of("MZ" + "f" * 32, "1"))  # another stream
     assert len(bridge.pending_marks) == 2 and bridge.heard_bytes == 0
 
 
@@ -268,7 +268,7 @@ def test_first_audio_is_timed_from_start() -> None:
     bridge.on_twilio(start_event(clock))
     clock.now += 0.25
     bridge.on_upstream_open()
-    bridge.on_openai(oai.SessionUpdated("audio/pcmu", "audio/pcmu"))
+    bridge.on_openai(oai.SessionUpdated.of("audio/pcmu", "audio/pcmu"))
     clock.now += 0.5
     bridge.on_openai(delta("item_1", 160))
     assert bridge.first_audio_ms == 750.0
@@ -279,8 +279,8 @@ def test_first_audio_is_timed_from_start() -> None:
 
 def test_twilio_stop_ends_the_call() -> None:
     bridge, _ = active()
-    assert bridge.on_twilio(tw.Stop(STREAM, CALL)) == [EndCall("caller_hangup", 1000)]
-    assert bridge.on_twilio(tw.Stop(STREAM, CALL)) == []  # only once
+    assert bridge.on_twilio(tw.Stop.of(STREAM, CALL)) == [EndCall("caller_hangup", 1000)]
+    assert bridge.on_twilio(tw.Stop.of(STREAM, CALL)) == []  # only once
 
 
 def test_socket_close_without_stop_ends_the_call() -> None:
@@ -303,12 +303,12 @@ def test_upstream_close_mid_call() -> None:
 
 def test_fatal_error_ends_recoverable_error_does_not() -> None:
     bridge, _ = active()
-    assert bridge.on_openai(oai.ErrorEvent("invalid_request_error", "response_cancel_not_active",
+    assert bridge.on_openai(oai.ErrorEvent.of("invalid_request_error", "response_cancel_not_active",
                                            "no active response", "")) == []
-    assert bridge.on_openai(oai.ErrorEvent("invalid_request_error", "conversation_already_has_active_response",
+    assert bridge.on_openai(oai.ErrorEvent.of("invalid_request_error", "conversation_already_has_active_response",
                                            "busy", "")) == []
     assert bridge.state is CallState.ACTIVE
-    assert bridge.on_openai(oai.ErrorEvent("invalid_request_error", "session_expired", "60 minutes", "")) == [
+    assert bridge.on_openai(oai.ErrorEvent.of("invalid_request_error", "session_expired", "60 minutes", "")) == [
         EndCall("openai_error", 1011)]
 
 
@@ -316,7 +316,7 @@ def test_any_error_before_session_updated_means_the_session_was_rejected() -> No
     bridge, clock = make()
     bridge.on_twilio(start_event(clock))
     bridge.on_upstream_open()
-    actions = bridge.on_openai(oai.ErrorEvent("invalid_request_error", "invalid_value", "bad format",
+    actions = bridge.on_openai(oai.ErrorEvent.of("invalid_request_error", "invalid_value", "bad format",
                                               "session.audio"))
     assert actions == [EndCall("session_rejected", 1011)]
 
@@ -325,7 +325,7 @@ def test_session_not_in_pcmu_is_rejected() -> None:
     bridge, clock = make()
     bridge.on_twilio(start_event(clock))
     bridge.on_upstream_open()
-    assert bridge.on_openai(oai.SessionUpdated("audio/pcm", "audio/pcmu")) == [EndCall("session_rejected", 1011)]
+    assert bridge.on_openai(oai.SessionUpdated.of("audio/pcm", "audio/pcmu")) == [EndCall("session_rejected", 1011)]
 
 
 def test_start_timeout() -> None:
@@ -355,7 +355,7 @@ def test_max_call_length() -> None:
 def test_summary_has_no_audio_and_no_secrets() -> None:
     bridge, _ = active()
     bridge.on_openai(delta("item_1", 800))
-    bridge.on_twilio(tw.Stop(STREAM, CALL))
+    bridge.on_twilio(tw.Stop.of(STREAM, CALL))
     summary = bridge.summary()
     assert summary["reason"] == "caller_hangup" and summary["bytes_to_caller"] == 800
     assert SECRET not in repr(summary) and "AAAA" not in repr(summary)

@@ -110,8 +110,10 @@ def test_barge_in_clears_twilio_and_truncates_at_what_was_heard(
     truncates = [e for e in session.events if e["type"] == "conversation.item.truncate"]
     assert truncates, session.types()
     played_marks = result.marks_played_before_clear[0]
-    # Each delta is 100 ms; only marks echoed before the clear count as heard.
-    assert truncates[0]["audio_end_ms"] == 100 * played_marks
+    # Each delta is 100 ms; only marks echoed before the clear count as heard. One echo
+    # may still have been on its way when the relay saw speech_started (it cannot count
+    # what it has not received), never more, and never anything after the clear.
+    assert 100 * (played_marks - 1) <= truncates[0]["audio_end_ms"] <= 100 * played_marks
     assert 0 < truncates[0]["audio_end_ms"] < 3000
     assert truncates[0]["item_id"].startswith("item_standin_")  # the greeting's item
     for event in session.events:
