@@ -1,5 +1,6 @@
-"""The benchmark's measuring, kept pure so it can be tested: frame tags, latency
-percentiles, loss, and the table.
+"""The benchmark's measuring, kept pure so it can be tested.
+
+Frame tags, latency percentiles, loss, and the table.
 
 Every audio frame the load generator or the stand-in model sends carries a tag in its
 first bytes: who sent it, its sequence number, and when (CLOCK_MONOTONIC, which every
@@ -10,29 +11,38 @@ from the relay itself.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
+FRAME_S = 0.02
+# Calls are spread over this many slots of each 20 ms period, as independent calls are
+# (each call's frames are 20 ms apart; different calls are not in step).
+SLOTS = 10
 MAGIC = b"LLB1"
-_TAG = struct.Struct("!4sIIQ")  # magic, call number, sequence number, sent at (ns)
-_FILL = b"\xff" * (FRAME_BYTES - _TAG.size)  # mu-law silence after the tag
+# magic, call number, sequence number, sent at (ns), padding: 24 bytes, a multiple of 3, so
+# the tag's base64 (32 characters) can be joined to the silence's, computed once.
+_TAG = struct.Struct("!4sIIQ4x")
+_TAIL_B64 = binascii.b2a_base64(b"\xff" * (FRAME_BYTES - _TAG.size), newline=False).decode("ascii")
 
 
 def tagged_frame(call: int, seq: int, sent_ns: int) -> str:
     """A 20 ms frame, base64 as on the wire, carrying (call, seq, sent_ns)."""
-    return base64.b64encode(_TAG.pack(MAGIC, call, seq, sent_ns) + _FILL).decode("ascii")
+    return binascii.b2a_base64(_TAG.pack(MAGIC, call, seq, sent_ns), newline=False).decode("ascii") + _TAIL_B64
 
 
 def read_tag(payload_b64: str) -> tuple[int, int, int] | None:
     """(call, seq, sent_ns) from a tagged frame's base64, or None if it carries no tag."""
-    head = base64.b64decode(payload_b64[:32])  # 32 base64 chars = the first 24 bytes
+    try:
+        head = binascii.a2b_base64(payload_b64[:32])  # 32 base64 characters = the 24-byte tag
+    except binascii.Error:
+        return None
     if len(head) < _TAG.size or head[:4] != MAGIC:
         return None
-    _magic, call, seq, sent_ns = _TAG.unpack_from(head)
+    _magic, call, seq, sent_ns = _TAG.unpack(head)
     return call, seq, sent_ns
 
 
@@ -95,7 +105,7 @@ COLUMNS = [
     ("cpu_ms_per_call_s", "cpu ms/call-s", 13, "{:.2f}"),
     ("rss_kib_per_call", "KiB/call", 8, "{:.0f}"),
     ("first_audio_ms", "1st audio", 9, "{:.1f}"),
-    ("loadgen_cpu_pct", "gen cpu %", 9, "{:.1f}"),
+    ("loadgen_cpu_pct", "load core %", 11, "{:.1f}"),
     ("loadgen_lag_p99", "gen lag p99", 11, "{:.2f}"),
 ]
 
@@ -115,8 +125,11 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 
 def verdict(row: dict[str, Any], *, p99_limit_ms: float = 10.0, cpu_limit_ms: float = 5.0,
             rss_limit_kib: float = 1024.0) -> str:
-    """Whether a step meets the targets of issue 7: p99 < 10 ms both ways, no loss, no
-    failed call, CPU <= 5 ms per call-second, RSS <= 1 MiB per call."""
+    """Whether a step meets the targets of issue 7.
+
+    p99 < 10 ms both ways, no loss, no failed call, CPU <= 5 ms per call-second,
+    RSS <= 1 MiB per call.
+    """
     misses = []
     if max(row.get("up_p99") or 0, row.get("down_p99") or 0) >= p99_limit_ms:
         misses.append("p99")
