@@ -420,9 +420,13 @@ class WebSocketConnection:
 
 
 def server_connection(sock: socket.socket, initial: bytes, *, max_message_bytes: int) -> WebSocketConnection:
-    """The server side of an upgraded plain TCP socket (the Twilio side)."""
-    return WebSocketConnection(PlainIO(sock, own=False), client=False,
-                               max_message_bytes=max_message_bytes, initial=initial)
+    """The server side of an upgraded socket (the Twilio side).
+
+    Behind the load balancer it is plain TCP; a relay serving TLS itself (gunicorn with a
+    certificate) hands us gevent's SSL socket, which we then use as it is.
+    """
+    io = TLSIO(sock) if isinstance(sock, ssl.SSLSocket) else PlainIO(sock, own=False)
+    return WebSocketConnection(io, client=False, max_message_bytes=max_message_bytes, initial=initial)
 
 
 def client_connection(sock: socket.socket, *, max_message_bytes: int) -> WebSocketConnection:

@@ -136,6 +136,8 @@ class _Session:
 
     def send(self, event: dict[str, Any]) -> None:
         event.setdefault("event_id", self._id("event"))
+        if self.conn.close_sent or self.conn.ended:
+            return  # the relay hung up (a caller left mid-greeting): nothing more to say
         self.conn.send_text(json.dumps(event))
 
     def error(self, code: str, message: str, param: str | None = None,
