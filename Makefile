@@ -53,6 +53,15 @@ test: $(VENV)/.dev $(CHECKOV_VENV)/.installed
 call: $(VENV)/.runtime
 	$(PY) -m scripts.call
 
+# The operator's load test (README: Performance). BENCH_ARGS passes options through, e.g.
+#   make bench BENCH_ARGS="--steps 50,100,150 --json"   or   BENCH_ARGS="--relay-url wss://relay.example.com"
+$(VENV)/.bench: $(VENV)/.runtime requirements/bench.txt
+	$(PIP) install -r requirements/bench.txt
+	@touch $@
+
+bench: $(VENV)/.bench
+	$(PY) -m scripts.bench_relay $(BENCH_ARGS)
+
 lint: $(VENV)/.dev
 	$(PY) -m ruff check relay webhook_app scripts tests
 	$(PY) -m mypy
