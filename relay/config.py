@@ -35,6 +35,9 @@ DEFAULT_GREETING = "Hello, you've reached Liveline. How can I help you today?"
 # balancer drains for at most 3600 s (infra.md 2a): calls must end before both.
 _OPENAI_SESSION_LIMIT_S = 3600
 DEFAULT_MAX_CALL_S = 3300  # 55 minutes
+# Calls one worker (one core) holds within the latency line, measured by make bench (README:
+# Performance); RELAY_MAX_CALLS defaults to this many per worker.
+CALLS_PER_WORKER = 150
 DEFAULT_GRACEFUL_TIMEOUT_S = 3600
 
 T = TypeVar("T")
@@ -167,7 +170,7 @@ class RelayConfig:
     assistant_instructions: str = DEFAULT_INSTRUCTIONS
     assistant_greeting: str = DEFAULT_GREETING
     relay_bind: str = "0.0.0.0:80"
-    max_calls: int = 300
+    max_calls: int = CALLS_PER_WORKER
     workers: int = 1
     max_call_s: int = DEFAULT_MAX_CALL_S
     graceful_timeout_s: int = DEFAULT_GRACEFUL_TIMEOUT_S
@@ -250,6 +253,8 @@ class RelayConfig:
 
         if "workers" not in values:
             values["workers"] = cores if cores is not None else available_cores()
+        if "max_calls" not in values:
+            values["max_calls"] = CALLS_PER_WORKER * values["workers"]
         max_call_s = values.get("max_call_s", DEFAULT_MAX_CALL_S)
         graceful_s = values.get("graceful_timeout_s", DEFAULT_GRACEFUL_TIMEOUT_S)
         if graceful_s <= max_call_s:

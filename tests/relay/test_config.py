@@ -21,6 +21,7 @@ def test_minimal_production_config_and_defaults() -> None:
     assert config.openai_connect_url == "wss://api.openai.com/v1/realtime?model=gpt-realtime"
     assert config.relay_bind == "0.0.0.0:80"
     assert config.workers == 4
+    assert config.max_calls == 600  # 150 per worker unless RELAY_MAX_CALLS says otherwise
     assert config.max_call_s == 3300 < config.graceful_timeout_s
     assert config.diagnostic_token is None
 

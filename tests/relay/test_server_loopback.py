@@ -70,7 +70,7 @@ def test_healthz(relay: RunningRelay) -> None:
     assert status == 200 and headers["Content-Type"] == "application/json"
     document = json.loads(body)
     assert document == {"status": "ok", "version": document["version"], "active_calls": 0,
-                        "max_calls": 300, "draining": False}
+                        "max_calls": 150, "draining": False}
 
 
 # -- a call -------------------------------------------------------------------------------
