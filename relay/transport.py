@@ -55,6 +55,7 @@ from relay.ws_frames import (
 log = logging.getLogger(__name__)
 
 RECV_BYTES = 65536
+READS_PER_TURN = 4
 # A peer this far behind has stopped reading: end the connection instead of buffering.
 MAX_QUEUED_BYTES = 4 * 1024 * 1024
 _READ, _WRITE = 1, 2  # event-loop masks
@@ -236,7 +237,10 @@ class WebSocketConnection:
         decoder = self._decoder
         feed = decoder.feed
         try:
-            while True:
+            # At most READS_PER_TURN reads, then back to the loop: a peer that keeps its
+            # socket full (a flood) must not keep the other calls waiting. The watcher is
+            # level-triggered, so what is left is read on the loop's next turn.
+            for _ in range(READS_PER_TURN):
                 if self._initial:
                     data = self._initial
                     self._initial = b""
