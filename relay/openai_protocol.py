@@ -284,10 +284,19 @@ def parse(text: str | bytes) -> OpenAIEvent:
         return _unknown_or_invalid(text, exc)
     except msgspec.DecodeError:
         raise OpenAIProtocolError("server event is not JSON") from None
+    except RecursionError:  # msgspec recurses per nesting level, even to skip a field
+        raise OpenAIProtocolError("server event nests too deeply") from None
 
 
 def _unknown_or_invalid(text: str | bytes, error: msgspec.ValidationError) -> Unknown:
-    event: Any = msgspec.json.decode(text)
+    # The typed decoder stops at the first thing that cannot be an event, so the rest of
+    # the text was never checked: it may still be broken JSON or nest too deeply.
+    try:
+        event: Any = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        raise OpenAIProtocolError("server event is not JSON") from None
+    except RecursionError:
+        raise OpenAIProtocolError("server event nests too deeply") from None
     if type(event) is not dict:
         raise OpenAIProtocolError("server event is not a JSON object")
     kind = event.get("type")

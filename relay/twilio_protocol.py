@@ -210,10 +210,20 @@ def parse(text: str) -> TwilioEvent:
         return _unknown_or_invalid(text, exc)
     except msgspec.DecodeError:
         raise TwilioProtocolError("message is not JSON", CLOSE_UNSUPPORTED_DATA) from None
+    except RecursionError:  # msgspec recurses per nesting level, even to skip a field
+        raise TwilioProtocolError("message nests too deeply", CLOSE_UNSUPPORTED_DATA) from None
 
 
 def _unknown_or_invalid(text: str, error: msgspec.ValidationError) -> Unknown:
-    message: Any = msgspec.json.decode(text)
+    # The typed decoder stops at the first thing that cannot be an event ("[" for an
+    # array, the value of an unknown "event"), so what follows was never checked: it may
+    # still be broken JSON ("[1, 2") or nest too deeply.
+    try:
+        message: Any = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        raise TwilioProtocolError("message is not JSON", CLOSE_UNSUPPORTED_DATA) from None
+    except RecursionError:
+        raise TwilioProtocolError("message nests too deeply", CLOSE_UNSUPPORTED_DATA) from None
     if type(message) is not dict:
         raise TwilioProtocolError("message is not a JSON object", CLOSE_UNSUPPORTED_DATA)
     event = message.get("event")
