@@ -56,6 +56,11 @@ class CallState(Enum):
 _ACTIVE = CallState.ACTIVE
 _payload_bytes = tw.payload_bytes
 
+# Unknown Twilio events are tolerated (Twilio adds events over time) and each new name is
+# logged once. A peer can invent a name per message, so after this many names the rest
+# are neither logged nor remembered: one line says so.
+MAX_UNKNOWN_EVENT_NAMES = 8
+
 
 class SendTwilio(NamedTuple):
     """Send this text to Twilio."""
@@ -133,6 +138,7 @@ class CallBridge:
         self.barge_ins = 0
         self.first_audio_ms: float | None = None
         self._warned: set[str] = set()
+        self._unknown_events: set[str] = set()
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -197,8 +203,19 @@ class CallBridge:
             # The digit itself is not logged: callers type PINs and card numbers.
             self.log.info("twilio.dtmf")
             return []
-        self._warn_once("unknown:" + event.event, "twilio.unknown_event event=%s", event.event)  # type: ignore[union-attr]
+        self._on_unknown(event.event)  # type: ignore[union-attr]
         return []
+
+    def _on_unknown(self, name: str) -> None:
+        seen = self._unknown_events
+        if name in seen or len(seen) > MAX_UNKNOWN_EVENT_NAMES:
+            return
+        seen.add(name)
+        if len(seen) > MAX_UNKNOWN_EVENT_NAMES:
+            self.log.warning("twilio.unknown_events_suppressed names_logged=%d", MAX_UNKNOWN_EVENT_NAMES)
+        else:
+            # Quoted: the name is the peer's text, and must not forge a log line of its own.
+            self.log.warning("twilio.unknown_event event=%r", name)
 
     def append_for(self, media: tw.Media) -> str | None:
         """The hot path for caller audio: the ``append`` to send upstream, or None.

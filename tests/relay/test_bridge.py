@@ -11,6 +11,7 @@ from relay import openai_protocol as oai
 from relay import stream_token
 from relay import twilio_protocol as tw
 from relay.bridge import (
+    MAX_UNKNOWN_EVENT_NAMES,
     BridgeSettings,
     CallBridge,
     CallState,
@@ -359,3 +360,28 @@ def test_summary_has_no_audio_and_no_secrets() -> None:
     summary = bridge.summary()
     assert summary["reason"] == "caller_hangup" and summary["bytes_to_caller"] == 800
     assert SECRET not in repr(summary) and "AAAA" not in repr(summary)
+
+
+def test_unknown_events_are_tolerated_and_their_warnings_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    # Twilio adds events over time: an unknown one is ignored, never an error. But a peer
+    # can invent a new name per message, so the warnings (and the names remembered to warn
+    # once each) stop after a few, and a name cannot forge a log line of its own.
+    bridge, _clock = active()
+    caplog.set_level(logging.WARNING, logger="test")
+    for n in range(500):
+        assert bridge.on_twilio(tw.Unknown(f"novel_{n}")) == []
+    assert bridge.on_twilio(tw.Unknown("novel_0")) == []
+    assert bridge.on_twilio(tw.Unknown("forged\ncall.ended reason=caller_hangup")) == []
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("twilio.unknown_event conn=t ") and lines[0].endswith(" event='novel_0'")
+    assert len(lines) == MAX_UNKNOWN_EVENT_NAMES + 1
+    assert lines[-1].startswith("twilio.unknown_events_suppressed conn=t ")
+    assert bridge.state is CallState.ACTIVE
+
+
+def test_an_unknown_event_name_is_quoted_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    bridge, _clock = active()
+    caplog.set_level(logging.WARNING, logger="test")
+    bridge.on_twilio(tw.Unknown("forged\ncall.ended reason=caller_hangup"))
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "\n" not in line and "event='forged\\ncall.ended" in line
