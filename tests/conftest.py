@@ -7,6 +7,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import os  # noqa: E402
+import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -160,6 +161,10 @@ class GunicornRelay:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def worker_pids(self) -> list[int]:
+        """Every worker gunicorn booted so far (a replaced worker adds a pid)."""
+        return [int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", self.log())]
+
 
 def free_port() -> int:
     """A port that was free a moment ago (for subprocesses that must be told a port)."""
@@ -170,37 +175,48 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def launch_gunicorn(openai_url: str, log_dir: Path, **overrides: str) -> GunicornRelay:
+    """Start ``gunicorn -c relay/gunicorn.conf.py relay.wsgi:app`` with an env; wait for /healthz."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "OPENAI_"))}
+    env.update(relay_env(openai_url, f"ws://127.0.0.1:{port}", RELAY_BIND=f"127.0.0.1:{port}",
+                         **overrides))
+    env["PYTHONPATH"] = str(ROOT)
+    log_path = log_dir / f"gunicorn-{port}.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "relay/gunicorn.conf.py", "relay.wsgi:app"],
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    relay = GunicornRelay(process, port, log_path)
+    try:
+        wait_http(relay.http_url + "/healthz")
+    except OSError:
+        stop_gunicorn(relay)
+        raise AssertionError("gunicorn relay did not start:\n" + relay.log()) from None
+    return relay
+
+
+def stop_gunicorn(relay: GunicornRelay) -> None:
+    """Terminate (then kill) a relay still running."""
+    if relay.process.poll() is None:
+        relay.process.terminate()
+        try:
+            relay.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            relay.process.kill()
+            relay.process.wait()
+
+
 @pytest.fixture
 def gunicorn_relay(tmp_path: Path) -> Iterator[Any]:
     """Factory: start ``gunicorn -c relay/gunicorn.conf.py relay.wsgi:app`` with an env."""
     started: list[GunicornRelay] = []
 
     def start(openai_url: str, **overrides: str) -> GunicornRelay:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "OPENAI_"))}
-        env.update(relay_env(openai_url, f"ws://127.0.0.1:{port}", RELAY_BIND=f"127.0.0.1:{port}",
-                             **overrides))
-        env["PYTHONPATH"] = str(ROOT)
-        log_path = tmp_path / f"gunicorn-{port}.log"
-        with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "relay/gunicorn.conf.py", "relay.wsgi:app"],
-                cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-        relay = GunicornRelay(process, port, log_path)
+        relay = launch_gunicorn(openai_url, tmp_path, **overrides)
         started.append(relay)
-        try:
-            wait_http(relay.http_url + "/healthz")
-        except OSError:
-            process.kill()
-            raise AssertionError("gunicorn relay did not start:\n" + relay.log()) from None
         return relay
 
     yield start
     for relay in started:
-        if relay.process.poll() is None:
-            relay.process.terminate()
-            try:
-                relay.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                relay.process.kill()
-                relay.process.wait()
+        stop_gunicorn(relay)

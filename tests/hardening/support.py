@@ -1,0 +1,375 @@
+"""Tools for the hardening suite: Twilio's side spoken by hand, leak counters, log watching.
+
+Everything here acts from outside the relay, as its peers do: callers speak Twilio's side
+over websocket-client (or raw frames from ``relay.ws_frames.encode_frame`` when the point
+is to send what websocket-client would refuse to), the stand-in model records what the
+relay sent upstream, and the relay's health is read from its own endpoints, its log and
+``/proc``. No relay code is patched or called directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gevent
+import greenlet
+import websocket
+from gevent.event import Event
+from twilio.request_validator import RequestValidator
+
+from relay import stream_token
+from scripts.call import new_sid
+from scripts.standin_model import SessionRecord, StandinModel
+from tests.conftest import AUTH_TOKEN, STREAM_SECRET
+
+STREAM_PATH = "/twilio/realtime"
+# The stand-in's greeting in this suite: 300 ms (three 100 ms deltas), distinct bytes, so
+# "every delta came back" is checked on content, not only on a count.
+SHORT_GREETING = bytes((i * 7 + 3) % 256 for i in range(2400))
+FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law: one Twilio media frame
+
+# Figures for the README's "Reliability" section, printed at the end of the run
+# (tests/hardening/conftest.py): name -> value.
+FIGURES: dict[str, object] = {}
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float, interval_s: float = 0.005) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout_s`` has passed; its last verdict."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return bool(predicate())
+        gevent.sleep(interval_s)
+
+
+# -- Twilio's messages, built by hand -----------------------------------------------------
+
+
+def quiet_frame() -> bytes:
+    """20 ms of distinct near-silent mu-law (0xF0-0xFF): unique content, never trips the VAD."""
+    return bytes(0xF0 | (b & 0x0F) for b in os.urandom(FRAME_BYTES))
+
+
+def b64(data: bytes) -> str:
+    """Base64 as Twilio sends it."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def mint(call_sid: str, *, secret: str = STREAM_SECRET, now: float | None = None, ttl_s: int = 300) -> str:
+    """A stream token as the webhook mints it."""
+    return stream_token.mint(secret, call_sid, time.time() if now is None else now, ttl_s)
+
+
+def connected_text() -> str:
+    """Twilio's first message."""
+    return json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+
+
+def start_text(stream_sid: str, call_sid: str, params: dict[str, str] | None) -> str:
+    """Twilio's ``start``; ``params`` are the TwiML ``<Parameter>``s (None: a valid token)."""
+    if params is None:
+        params = {stream_token.PARAMETER_NAME: mint(call_sid)}
+    return json.dumps({
+        "event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
+        "start": {"accountSid": "AC" + "0" * 32, "streamSid": stream_sid, "callSid": call_sid,
+                  "tracks": ["inbound"],
+                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                  "customParameters": params},
+    })
+
+
+def media_text(stream_sid: str, payload: str, seq: int = 2) -> str:
+    """One inbound ``media`` message."""
+    return json.dumps({"event": "media", "sequenceNumber": str(seq), "streamSid": stream_sid,
+                       "media": {"track": "inbound", "chunk": str(seq - 1),
+                                 "timestamp": str((seq - 2) * 20), "payload": payload}})
+
+
+def stop_text(stream_sid: str, call_sid: str) -> str:
+    """Twilio's ``stop`` (the caller hung up)."""
+    return json.dumps({"event": "stop", "sequenceNumber": "9999", "streamSid": stream_sid,
+                       "stop": {"accountSid": "AC" + "0" * 32, "callSid": call_sid}})
+
+
+def signature_for(ws_base: str, auth_token: str = AUTH_TOKEN) -> str:
+    """X-Twilio-Signature for the relay's stream URL (what Twilio signs: no query, no params)."""
+    return str(RequestValidator(auth_token).compute_signature(ws_base + STREAM_PATH, {}))
+
+
+def connect(ws_base: str, *, signature: str | None = "valid", headers: list[str] | None = None,
+            timeout_s: float = 5.0) -> websocket.WebSocket:
+    """Open a stream to the relay; ``signature="valid"`` signs it as Twilio would.
+
+    Raises websocket.WebSocketBadStatusException when the upgrade is refused.
+    """
+    header = list(headers or [])
+    if signature == "valid":
+        header.append(f"X-Twilio-Signature: {signature_for(ws_base)}")
+    elif signature is not None:
+        header.append(f"X-Twilio-Signature: {signature}")
+    return websocket.create_connection(ws_base + STREAM_PATH, timeout=timeout_s, header=header,
+                                       suppress_origin=True)
+
+
+def refusal(ws_base: str, **kwargs: object) -> tuple[int, str]:
+    """(HTTP status, body) of an upgrade the relay must refuse; fails if it is accepted."""
+    try:
+        ws = connect(ws_base, **kwargs)  # type: ignore[arg-type]
+    except websocket.WebSocketBadStatusException as exc:
+        return exc.status_code, (exc.resp_body or b"").decode("utf-8", "replace")
+    ws.shutdown()
+    raise AssertionError("the relay accepted an upgrade it should have refused")
+
+
+@dataclass
+class Closed:
+    """How the relay ended a stream, as the caller saw it."""
+
+    code: int | None  # None: the socket went without a close frame
+    reason: str
+    at: float  # time.monotonic() when the caller saw it
+    messages: int  # data messages received before it
+
+
+def closed_by(data: bytes, messages: int) -> Closed:
+    """A close frame's payload, read now."""
+    code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
+    return Closed(code, data[2:].decode("utf-8", "replace"), time.monotonic(), messages)
+
+
+def await_close(ws: websocket.WebSocket, timeout_s: float) -> Closed:
+    """Read (and drop) everything until the relay closes the stream; fails on a timeout."""
+    ws.settimeout(timeout_s)
+    count = 0
+    try:
+        while True:
+            # Frame by frame: recv_data() would answer the close itself, and lose the code
+            # if the relay has already shut its end.
+            frame = ws.recv_frame()
+            if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+                return closed_by(frame.data, count)
+            count += frame.opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY)
+    except websocket.WebSocketTimeoutException:
+        raise AssertionError(f"the relay did not close the stream within {timeout_s} s") from None
+    except (websocket.WebSocketConnectionClosedException, ConnectionError):
+        return Closed(None, "", time.monotonic(), count)
+    finally:
+        ws.shutdown()
+
+
+# -- a well-behaved call --------------------------------------------------------------------
+
+
+class GoodCall:
+    """A well-behaved Twilio call, the control group of every abuse test.
+
+    Once the assistant's first audio arrives (the session is ready: earlier frames are
+    dropped by design), it streams distinct quiet frames at ``pace_s`` until told to hang
+    up, echoes every mark at once, and hangs up with ``stop`` and a close frame.
+    ``assert_lossless`` then checks, byte for byte, that the stand-in received every frame
+    the call sent and the call received every delta the stand-in sent.
+    """
+
+    def __init__(self, ws_base: str, *, call_sid: str | None = None, params: dict[str, str] | None = None,
+                 pace_s: float = 0.02) -> None:
+        self.ws_base = ws_base
+        self.call_sid = call_sid or new_sid("CA")
+        self.stream_sid = new_sid("MZ")
+        self.params = params
+        self.pace_s = pace_s
+        self.sent: list[str] = []
+        self.received: list[str] = []
+        self.marks_echoed = 0
+        self.close: Closed | None = None
+        self.first_audio = Event()
+        self.closed = Event()
+        self._stop = Event()
+        self._ws: websocket.WebSocket | None = None
+        self._greenlets: list[gevent.Greenlet] = []
+
+    def begin(self) -> GoodCall:
+        """Connect, send ``connected`` and ``start``, start listening and streaming."""
+        self._ws = connect(self.ws_base)
+        self._ws.settimeout(None)
+        self._ws.send(connected_text())
+        self._ws.send(start_text(self.stream_sid, self.call_sid, self.params))
+        self._greenlets = [gevent.spawn(self._read), gevent.spawn(self._stream)]
+        return self
+
+    def _read(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        while True:
+            try:
+                frame = ws.recv_frame()
+            except (websocket.WebSocketException, OSError):
+                self.close = Closed(None, "", time.monotonic(), len(self.received))
+                break
+            if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+                self.close = closed_by(frame.data, len(self.received))
+                break
+            message = json.loads(frame.data)
+            if message.get("event") == "media":
+                self.received.append(message["media"]["payload"])
+                self.first_audio.set()
+            elif message.get("event") == "mark":
+                try:
+                    ws.send(json.dumps({"event": "mark", "streamSid": self.stream_sid,
+                                        "mark": {"name": message["mark"]["name"]}}))
+                except (websocket.WebSocketException, OSError):
+                    continue
+                self.marks_echoed += 1
+        self.closed.set()
+
+    def _stream(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        self.first_audio.wait(10)
+        seq = 2
+        while not self._stop.is_set() and not self.closed.is_set():
+            payload = b64(quiet_frame())
+            try:
+                ws.send(media_text(self.stream_sid, payload, seq))
+            except (websocket.WebSocketException, OSError):
+                return
+            self.sent.append(payload)
+            seq += 1
+            self._stop.wait(self.pace_s)
+
+    def stream_for(self, frames: int, timeout_s: float = 10.0) -> None:
+        """Wait until at least ``frames`` frames have gone out."""
+        assert wait_until(lambda: len(self.sent) >= frames or self.closed.is_set(), timeout_s), (
+            f"only {len(self.sent)} frames sent in {timeout_s} s")
+
+    def hang_up(self, timeout_s: float = 5.0) -> Closed:
+        """``stop``, then a close frame, as Twilio hangs up; the relay's close as seen."""
+        ws = self._ws
+        assert ws is not None
+        self._stop.set()
+        self._greenlets[1].join(timeout_s)
+        if not self.closed.is_set():
+            try:
+                ws.send(stop_text(self.stream_sid, self.call_sid))
+                ws.send_close()
+            except (websocket.WebSocketException, OSError):
+                pass  # the relay hung up meanwhile; its close is what we report
+            self.closed.wait(timeout_s)
+        ws.shutdown()
+        gevent.joinall(self._greenlets, timeout=timeout_s)
+        assert self.close is not None, "the relay never answered the hang-up"
+        return self.close
+
+    def drop(self) -> None:
+        """Vanish the way a crashed edge would: no ``stop``, no close frame, the socket just goes."""
+        ws = self._ws
+        assert ws is not None
+        self._stop.set()
+        self._greenlets[1].join(5)
+        ws.shutdown()
+        gevent.joinall(self._greenlets, timeout=5)
+
+    def abort(self) -> None:
+        """Let go of everything, whatever state the call is in (test teardown)."""
+        self._stop.set()
+        if self._ws is not None:
+            self._ws.shutdown()
+        gevent.killall(self._greenlets, timeout=5)
+
+    def session(self, standin: StandinModel) -> SessionRecord:
+        """The stand-in session this call's audio went to."""
+        assert self.sent, "the call sent no audio"
+        for record in standin.sessions:
+            if self.sent[0] in record.appended:
+                return record
+        raise AssertionError("no stand-in session received this call's first frame")
+
+    def assert_lossless(self, standin: StandinModel, timeout_s: float = 3.0) -> SessionRecord:
+        """Every frame sent reached the model, every delta came back, each in order, unchanged."""
+        assert self.close is not None and self.close.code == 1000, f"call ended with {self.close}"
+        assert len(self.sent) >= 3, f"only {len(self.sent)} frames were sent"
+        record = self.session(standin)
+        assert wait_until(lambda: record.closed_at is not None, timeout_s), "the OpenAI socket stayed open"
+        assert record.appended == self.sent, (
+            f"{len(self.sent)} frames sent, {len(record.appended)} appended upstream")
+        assert self.received == record.deltas_sent, (
+            f"{len(record.deltas_sent)} deltas sent by the model, {len(self.received)} heard")
+        assert self.marks_echoed == len(self.received)
+        return record
+
+
+# -- leaks --------------------------------------------------------------------------------
+
+
+def fd_count(pid: int | str = "self") -> int:
+    """Open file descriptors of a process (``self``: this one)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def greenlet_count() -> int:
+    """Greenlets alive in this process (running or suspended), after a full collection."""
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet.greenlet) and not obj.dead)
+
+
+def settle(measure: Callable[[], int], target: int, timeout_s: float = 5.0) -> int:
+    """Poll ``measure`` until it is back to ``target`` (or below); its last value."""
+    value = measure()
+    deadline = time.monotonic() + timeout_s
+    while value > target and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+        value = measure()
+    return value
+
+
+class LeakCheck:
+    """Descriptors and greenlets of this process, before and after: must come back."""
+
+    def __init__(self) -> None:
+        self.fds_before = fd_count()
+        self.greenlets_before = greenlet_count()
+        self.fds_after: int | None = None
+        self.greenlets_after: int | None = None
+
+    def assert_back(self, timeout_s: float = 5.0) -> None:
+        """Fails unless descriptors and greenlets return to their counts from before."""
+        self.fds_after = settle(fd_count, self.fds_before, timeout_s)
+        self.greenlets_after = settle(greenlet_count, self.greenlets_before, timeout_s)
+        assert self.fds_after <= self.fds_before, f"fds {self.fds_before} -> {self.fds_after}"
+        assert self.greenlets_after <= self.greenlets_before, (
+            f"greenlets {self.greenlets_before} -> {self.greenlets_after}")
+
+
+# -- logs -------------------------------------------------------------------------------------
+
+
+class LogWatch:
+    """The part of a log written after this object was made."""
+
+    def __init__(self, read: Callable[[], str]) -> None:
+        self._read = read
+        self._offset = len(read())
+
+    def text(self) -> str:
+        """Everything logged since."""
+        return self._read()[self._offset:]
+
+    def wait_for(self, pattern: str, timeout_s: float = 3.0) -> str:
+        """The first new line matching the regex ``pattern``; fails if none comes in time."""
+        regex = re.compile(pattern)
+        found: list[str] = []
+
+        def check() -> bool:
+            found[:] = [line for line in self.text().splitlines() if regex.search(line)]
+            return bool(found)
+
+        assert wait_until(check, timeout_s, 0.02), f"no log line matching {pattern!r}; new lines:\n{self.text()}"
+        return found[0]

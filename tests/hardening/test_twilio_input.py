@@ -1,0 +1,389 @@
+"""Bad input from the Twilio side, against the relay under real gunicorn.
+
+Each case sends one kind of bad input on its own stream while a good call is streaming
+(started before, hung up after) and another good call is placed once the bad input has
+been dealt with. For every case:
+
+- the offending stream alone is ended (with the close code a peer sees) or the input is
+  ignored and that call carries on;
+- the relay says so in one clear log line, and nothing is logged as our own bug;
+- the good calls lose nothing: every frame they sent reached the model and every delta
+  came back, byte for byte, in order;
+- the worker survives: same pid, ``/healthz`` 200, no call left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gevent
+import pytest
+import websocket
+
+from relay.ws_frames import OP_CONTINUATION, OP_TEXT, encode_frame
+from scripts import standin_model as sm
+from scripts.call import new_sid
+from tests.conftest import GunicornRelay
+from tests.hardening.support import (
+    FIGURES,
+    Closed,
+    GoodCall,
+    LogWatch,
+    await_close,
+    b64,
+    connect,
+    connected_text,
+    media_text,
+    quiet_frame,
+    start_text,
+    stop_text,
+    wait_until,
+)
+
+OFFENDER_CLOSE_S = 5.0
+Teardown = Callable[[Callable[[], None]], None]
+
+
+def _mask() -> bytes:
+    return os.urandom(4)
+
+
+def _fragment(opcode: int, payload: bytes, *, final: bool) -> bytes:
+    frame = bytearray(encode_frame(opcode, payload, _mask()))
+    if not final:
+        frame[0] &= 0x7F  # FIN clear: more of this message follows
+    return bytes(frame)
+
+
+class Offender:
+    """One stream that misbehaves. ``start()`` makes it a real call (valid token) first."""
+
+    def __init__(self, relay: GunicornRelay, teardown: Teardown) -> None:
+        self.relay = relay
+        self.call_sid = new_sid("CA")
+        self.stream_sid = new_sid("MZ")
+        self.ws = connect(relay.ws_url)
+        teardown(self.ws.shutdown)
+
+    def send(self, text: str) -> None:
+        self.ws.send(text)
+
+    def raw(self, data: bytes) -> None:
+        """Bytes straight onto the socket: frames websocket-client would not build."""
+        assert self.ws.sock is not None
+        self.ws.sock.sendall(data)
+
+    def start(self, *, wait_ready: bool = True) -> None:
+        """``connected`` + ``start``; then wait for the greeting (the session is ready)."""
+        self.send(connected_text())
+        self.send(start_text(self.stream_sid, self.call_sid, None))
+        if wait_ready:
+            self.ws.settimeout(5)
+            while True:  # the greeting's first delta: the call is up and listening
+                message = json.loads(self.ws.recv())
+                if message.get("event") == "media":
+                    return
+
+    def media(self, payload: str | None = None, stream_sid: str | None = None) -> str:
+        """Send one media frame (a fresh quiet one unless ``payload``); its payload."""
+        payload = payload if payload is not None else b64(quiet_frame())
+        self.send(media_text(stream_sid or self.stream_sid, payload))
+        return payload
+
+    def assert_carries_on(self, model: sm.StandinModel) -> sm.SessionRecord:
+        """The call still works: a good frame goes up, then a hang-up gets a normal close."""
+        payload = self.media()
+        assert wait_until(lambda: any(payload in s.appended for s in model.sessions), 3), (
+            "the offending call stopped relaying audio")
+        record = next(s for s in model.sessions if payload in s.appended)
+        self.send(stop_text(self.stream_sid, self.call_sid))
+        closed = await_close(self.ws, OFFENDER_CLOSE_S)
+        assert closed.code == 1000, closed
+        return record
+
+    def assert_ended(self, code: int, reason: str) -> Closed:
+        """The relay ended this stream with ``code`` and ``reason``."""
+        closed = await_close(self.ws, OFFENDER_CLOSE_S)
+        assert (closed.code, closed.reason) == (code, reason), closed
+        return closed
+
+
+@dataclass(frozen=True)
+class Case:
+    """One kind of bad input: what to do, and the log line that must say so."""
+
+    name: str
+    act: Callable[[Offender, sm.StandinModel], None]
+    log: str  # regex for the offender's log line; {call} and {conn} are filled in
+    opens_session: bool = True
+
+
+# -- the inputs -----------------------------------------------------------------------------
+
+
+def not_json(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    o.send("this is not JSON at all")
+    o.assert_carries_on(model)
+
+
+def truncated_json(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    o.send('{"event": "media", "streamSid": "' + o.stream_sid + '", "media": {"payl')
+    o.assert_carries_on(model)
+
+
+def broken_json_array(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    o.send("[1, 2")  # the typed decoder stops at "[", before the syntax error
+    o.assert_carries_on(model)
+
+
+def json_not_an_object(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    o.send('[{"event": "stop"}]')
+    o.assert_carries_on(model)
+
+
+def deeply_nested(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    depth = 20_000  # 40 KB: under the frame cap, far over any recursion limit
+    o.send('{"event": "media", "x": ' + "[" * depth + "]" * depth + "}")
+    o.assert_carries_on(model)
+
+
+def binary_frame(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    o.ws.send(quiet_frame(), opcode=websocket.ABNF.OPCODE_BINARY)
+    o.assert_carries_on(model)
+
+
+def oversized_frame(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    o.send(json.dumps({"event": "media", "streamSid": o.stream_sid,
+                       "media": {"payload": "A" * (70 * 1024)}}))
+    o.assert_ended(1009, "twilio_protocol_error")
+
+
+def invalid_utf8(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    o.raw(encode_frame(OP_TEXT, b'{"event": "\xff\xfe"}', _mask()))
+    o.assert_ended(1007, "twilio_protocol_error")
+
+
+def unmasked_frame(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    o.raw(encode_frame(OP_TEXT, b'{"event": "connected"}'))  # RFC 6455 5.1: clients must mask
+    o.assert_ended(1002, "twilio_protocol_error")
+
+
+def fragmented_media(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    payload = b64(quiet_frame())
+    data = media_text(o.stream_sid, payload).encode()
+    o.raw(_fragment(OP_TEXT, data[:50], final=False))  # RFC 6455 5.4: one message, three frames
+    o.raw(_fragment(OP_CONTINUATION, data[50:200], final=False))
+    o.raw(_fragment(OP_CONTINUATION, data[200:], final=True))
+    assert wait_until(lambda: any(payload in s.appended for s in model.sessions), 3)
+    o.assert_carries_on(model)
+
+
+def ping(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    o.ws.ping(b"are you there")
+    o.ws.settimeout(3)
+    while True:
+        frame = o.ws.recv_frame()
+        if frame.opcode == websocket.ABNF.OPCODE_PONG:
+            assert frame.data == b"are you there"
+            break
+    o.assert_carries_on(model)
+
+
+def unknown_event(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    o.send(json.dumps({"event": "dance", "streamSid": o.stream_sid, "dance": {"style": "tango"}}))
+    o.assert_carries_on(model)
+
+
+def unknown_event_spray(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    for n in range(300):  # a new event name each time: each is tolerated, not each logged
+        o.send(json.dumps({"event": f"novel_event_{n}", "streamSid": o.stream_sid}))
+    o.assert_carries_on(model)
+
+
+def media_before_start(o: Offender, model: sm.StandinModel) -> None:
+    early = b64(quiet_frame())
+    o.send(connected_text())
+    o.media(early)
+    o.start()
+    record = o.assert_carries_on(model)
+    assert early not in record.appended
+
+
+def second_start(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    handshakes = model.handshakes
+    other_call, other_stream = new_sid("CA"), new_sid("MZ")
+    o.send(start_text(other_stream, other_call, None))  # even with a valid token of its own
+    hijack = o.media(stream_sid=other_stream)
+    record = o.assert_carries_on(model)
+    assert hijack not in record.appended
+    assert model.handshakes == handshakes, "a second start opened another Realtime session"
+
+
+def invalid_base64(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    bad = "this is *not* base64 audio!"
+    o.media(bad)  # passed upstream untouched: the model answers with a recoverable error
+    assert wait_until(lambda: any(bad in s.appended for s in model.sessions), 3)
+    o.assert_carries_on(model)
+
+
+def wrong_stream_sid(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    stray = o.media(stream_sid=new_sid("MZ"))
+    record = o.assert_carries_on(model)
+    assert stray not in record.appended
+
+
+def missing_fields(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    o.send(json.dumps({"event": "media", "streamSid": o.stream_sid}))
+    o.send(json.dumps({"event": "mark", "streamSid": o.stream_sid, "mark": {}}))
+    o.send(json.dumps({"event": "start", "start": {"streamSid": o.stream_sid}}))
+    o.send(json.dumps({"streamSid": o.stream_sid, "media": {"payload": "AAAA"}}))
+    o.assert_carries_on(model)
+
+
+def wrong_types(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    o.send(json.dumps({"event": "media", "streamSid": o.stream_sid, "media": {"payload": 12345}}))
+    o.send(json.dumps({"event": 7}))
+    o.assert_carries_on(model)
+
+
+def too_many_bad_messages(o: Offender, model: sm.StandinModel) -> None:
+    o.start()
+    for _ in range(25):
+        o.ws.send(b"\x00" * 8, opcode=websocket.ABNF.OPCODE_BINARY)
+    o.assert_ended(1008, "twilio_protocol_error")
+
+
+def flood(o: Offender, model: sm.StandinModel) -> None:
+    """5,000 media frames a second, a hundred times Twilio's rate."""
+    o.start()
+    burst = b"".join(encode_frame(OP_TEXT, media_text(o.stream_sid, b64(quiet_frame())).encode(), _mask())
+                     for _ in range(100))
+
+    def pour() -> None:
+        try:
+            while True:
+                o.raw(burst)
+                gevent.sleep(0.02)
+        except OSError:
+            return
+
+    started = time.monotonic()
+    pourer = gevent.spawn(pour)
+    try:
+        closed = o.assert_ended(1008, "twilio_flood")
+    finally:
+        pourer.kill()
+    assert closed.at - started < 3.5, f"the flood ran {closed.at - started:.1f} s before the watchdog ended it"
+
+
+def no_start(o: Offender, model: sm.StandinModel) -> None:
+    o.send(connected_text())  # ... and then nothing: not Twilio
+    o.assert_ended(1008, "start_timeout")
+
+
+CASES = [
+    Case("not_json", not_json, r"twilio\.invalid_message {conn}.* detail=message is not JSON count=1"),
+    Case("truncated_json", truncated_json, r"twilio\.invalid_message {conn}.* detail=message is not JSON"),
+    Case("broken_json_array", broken_json_array, r"twilio\.invalid_message {conn}.* detail=message is not JSON"),
+    Case("json_not_an_object", json_not_an_object,
+         r"twilio\.invalid_message {conn}.* detail=message is not a JSON object"),
+    Case("deeply_nested_json", deeply_nested, r"twilio\.invalid_message {conn}.* detail=message nests too deeply"),
+    Case("binary_frame", binary_frame, r"twilio\.binary_frame {conn}.* ignored=true count=1"),
+    Case("oversized_frame", oversized_frame,
+         r"twilio\.frame_error {conn}.* close_code=1009 detail=message larger than 65536 bytes"),
+    Case("invalid_utf8", invalid_utf8, r"twilio\.frame_error {conn}.* close_code=1007 detail=text message is not"),
+    Case("unmasked_frame", unmasked_frame, r"twilio\.frame_error {conn}.* close_code=1002 detail=client frame not"),
+    Case("fragmented_media", fragmented_media, r"twilio\.stop {conn}"),
+    Case("ping", ping, r"twilio\.stop {conn}"),
+    Case("unknown_event", unknown_event, r"twilio\.unknown_event {conn}.* event='dance'"),
+    Case("unknown_event_spray", unknown_event_spray, r"twilio\.unknown_events_suppressed {conn}"),
+    Case("media_before_start", media_before_start, r"twilio\.media_before_start {conn}.* ignored=true"),
+    Case("second_start", second_start, r"twilio\.second_start {conn}.* ignored=true"),
+    Case("invalid_base64", invalid_base64,
+         r"openai\.error {conn}.* fatal=false type=invalid_request_error code=invalid_value"),
+    Case("wrong_stream_sid", wrong_stream_sid, r"twilio\.wrong_stream_sid {conn}.* event=media"),
+    Case("missing_fields", missing_fields,
+         r"twilio\.invalid_message {conn}.* detail=invalid media message: Object missing required field `media`"),
+    Case("wrong_types", wrong_types,
+         r"twilio\.invalid_message {conn}.* detail=invalid media message: Expected `str`, got `int`"),
+    Case("too_many_bad_messages", too_many_bad_messages, r"call\.too_many_bad_messages {conn}.* kind=binary"),
+    Case("flood", flood, r"twilio\.flood {conn}.* messages_per_s=\d+"),
+    Case("no_start", no_start, r"call\.start_timeout {conn} waited_s=", opens_session=False),
+]
+
+
+def healthz(relay: GunicornRelay) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(relay.http_url + "/healthz", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_bad_input_ends_or_is_ignored_for_that_call_alone(
+    case: Case, relay: GunicornRelay, normal_model: sm.StandinModel, teardown: Teardown
+) -> None:
+    model = normal_model
+    workers = relay.worker_pids()
+    watch = LogWatch(relay.log)
+    handshakes = model.handshakes
+
+    during = GoodCall(relay.ws_url).begin()
+    teardown(during.abort)
+    during.stream_for(3)
+    offender = Offender(relay, teardown)
+    case.act(offender, model)
+    after = GoodCall(relay.ws_url).begin()  # the next call, once the bad input is dealt with
+    teardown(after.abort)
+    after.stream_for(5)
+    during.stream_for(len(during.sent) + 3)
+    for call in (during, after):
+        call.hang_up()
+        call.assert_lossless(model)
+
+    # The relay said what happened, about the offending stream (its connection id).
+    accepted = [line for line in watch.text().splitlines() if "call.accepted" in line]
+    assert len(accepted) == 3
+    conns = [line.split("conn=")[1].split()[0] for line in accepted]
+    offender_conn = next(c for c in conns if f"conn={c} call_sid={during.call_sid}" not in watch.text()
+                         and f"conn={c} call_sid={after.call_sid}" not in watch.text())
+    watch.wait_for(case.log.format(conn=f"conn={offender_conn}"))
+    assert "call.internal_error" not in watch.text() and "Traceback" not in watch.text(), watch.text()
+    for call in (during, after):  # the good calls' own lines say nothing went wrong
+        for line in watch.text().splitlines():
+            if call.call_sid in line:
+                assert " INFO " in line, line
+
+    # The worker survived, and every call has been let go.
+    assert relay.process.poll() is None and relay.worker_pids() == workers
+    assert wait_until(lambda: healthz(relay)[1]["active_calls"] == 0, 3), healthz(relay)
+    assert healthz(relay)[0] == 200
+    assert model.handshakes == handshakes + 2 + case.opens_session
+    FIGURES.setdefault("twilio_inputs_tried", [])
+    FIGURES["twilio_inputs_tried"].append(case.name)  # type: ignore[attr-defined]
