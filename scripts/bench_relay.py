@@ -13,7 +13,8 @@ frames/s while the model streams 50 frames/s back, and the table reports:
 - the load generator's own CPU and tick lag, so a load-generator limit is visible.
 
 ``--relay-url`` aims it at any relay (then the relay's OPENAI_REALTIME_URL must point at
-the stand-in this script starts: see ``--standin-host``), ``--json`` prints the rows for
+the stand-in this script starts: see ``--standin-host``/``--standin-port``; ``--relay-pid``
+measures its CPU when it runs on this machine), ``--json`` prints the rows for
 machines, ``--profile`` records a py-spy flame graph of the relay under the largest load.
 """
 
@@ -178,7 +179,7 @@ class Bench:
         args = self.args
         urllib.request.urlopen(urllib.request.Request(self.standin_http + "/reset", method="POST"),
                                timeout=5).read()
-        relay_pid = self.relay.pid if self.relay is not None else None
+        relay_pid = self.relay.pid if self.relay is not None else self.args.relay_pid
         idle_rss = rss_kib(relay_pid) if relay_pid else 0
         config = {"url": self.relay_ws + "/twilio/realtime", "signed_url": self.signed_url,
                   "auth_token": self.auth_token, "stream_secret": self.stream_secret, "calls": calls,
@@ -292,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds left out at the start of a step")
     parser.add_argument("--relay-url", help="bench an already running relay instead of starting one")
     parser.add_argument("--public-url", help="the relay's RELAY_PUBLIC_URL, if it differs from --relay-url")
+    parser.add_argument("--relay-pid", type=int,
+                        help="with --relay-url on this machine: the relay's (gunicorn master's) pid, to measure "
+                             "its CPU and memory")
     parser.add_argument("--standin-host", default="127.0.0.1")
     parser.add_argument("--standin-port", type=int, default=0)
     parser.add_argument("--workers", type=int, help="RELAY_WORKERS (default: one per core it is pinned to)")
