@@ -1,0 +1,509 @@
+"""Property-based tests (hypothesis): the Twilio parser, the frame decoder and the per-call
+state machine, on inputs nobody thought to write down.
+
+- ``twilio_protocol.parse`` turns any text into a Twilio event or a TwilioProtocolError,
+  never another exception (the same for ``openai_protocol.parse``), and valid messages
+  round-trip; the outbound builders round-trip any text.
+- ``FrameDecoder`` turns any bytes into messages or a FrameError, however they are cut.
+- ``CallBridge``, driven by random sequences of Twilio and OpenAI events and clock ticks
+  (only in orders LiveCall can produce), keeps its promises: nothing goes upstream before a
+  verified start, no caller audio before the session is ready, exactly one EndCall and
+  silence after it, a mark after each delta, truncation never beyond what was heard.
+
+Bounded: at most 200 examples a property, a deadline on each, no example database.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import event as hypothesis_event
+from hypothesis import strategies as st
+
+from relay import openai_protocol as oai
+from relay import stream_token
+from relay import twilio_protocol as tw
+from relay.bridge import (
+    Action,
+    BridgeSettings,
+    CallBridge,
+    CallState,
+    EndCall,
+    OpenUpstream,
+    SendOpenAI,
+    SendTwilio,
+)
+from relay.errors import FrameError, OpenAIProtocolError, TwilioProtocolError, UpstreamError
+from relay.log import CallLog
+from relay.replay_guard import ReplayGuard
+from relay.ws_frames import OP_BINARY, OP_TEXT, FrameDecoder, encode_frame
+from tests.hardening.support import FIGURES
+
+BOUNDED = settings(max_examples=200, deadline=1000, database=None,
+                   suppress_health_check=[HealthCheck.too_slow])
+
+# -- strategies -------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+event_names = st.sampled_from(["connected", "start", "media", "mark", "dtmf", "stop", "clear"]) | st.text(max_size=12)
+stream_sids = st.from_regex(r"MZ[0-9A-Za-z]{1,62}", fullmatch=True)
+call_sids = st.from_regex(r"CA[0-9A-Za-z]{1,62}", fullmatch=True)
+
+
+@st.composite
+def twilio_shaped(draw: st.DrawFn) -> str:
+    """A JSON object that looks like a Twilio message: a (maybe known) event and random fields."""
+    message = draw(st.dictionaries(st.text(max_size=10), json_values, max_size=4))
+    message["event"] = draw(event_names | json_values)
+    for key in ("start", "media", "mark", "dtmf", "stop"):
+        if draw(st.booleans()):
+            message[key] = draw(st.dictionaries(
+                st.sampled_from(["streamSid", "callSid", "payload", "name", "digit", "customParameters",
+                                 "mediaFormat", "tracks"]) | st.text(max_size=8), json_values, max_size=4))
+    return json.dumps(message)
+
+
+@st.composite
+def mangled(draw: st.DrawFn) -> str:
+    """A real Twilio message, cut short, with a character slipped in, or repeated."""
+    sid = draw(stream_sids)
+    text = draw(st.sampled_from([
+        tw.media(sid, "AAAA"), json.dumps({"event": "start", "start": {"streamSid": sid, "callSid": "CA1"}}),
+        json.dumps({"event": "stop", "streamSid": sid}), '{"event": "mark", "mark": {"name": "1"}}',
+    ]))
+    cut = draw(st.integers(0, len(text)))
+    kind = draw(st.sampled_from(["truncate", "insert", "double"]))
+    if kind == "truncate":
+        return text[:cut]
+    if kind == "insert":
+        return text[:cut] + draw(st.characters()) + text[cut:]
+    return text + text[:cut]
+
+
+any_text = st.text() | twilio_shaped() | mangled() | json_values.map(json.dumps)
+
+
+# -- the parsers -------------------------------------------------------------------------------
+
+
+@BOUNDED
+@given(any_text)
+@example("[1, 2")
+@example('{"event": "media", "x": ' + "[" * 5000 + "]" * 5000 + "}")
+@example('{"event": "dance"} trailing')
+def test_twilio_parse_returns_an_event_or_a_protocol_error(text: str) -> None:
+    try:
+        event = tw.parse(text)
+    except TwilioProtocolError as exc:
+        assert 1000 <= exc.close_code < 5000
+        return
+    assert isinstance(event, tw.Connected | tw.Start | tw.Media | tw.Mark | tw.Dtmf | tw.Stop | tw.Unknown)
+
+
+@BOUNDED
+@given(st.text() | json_values.map(json.dumps) | twilio_shaped())
+@example("[1, 2")
+@example('{"type": "response.done", "x": ' + "[" * 5000 + "]" * 5000 + "}")
+def test_openai_parse_returns_an_event_or_a_protocol_error(text: str) -> None:
+    try:
+        oai.parse(text)
+    except OpenAIProtocolError:
+        return
+
+
+@BOUNDED
+@given(stream=stream_sids, call=call_sids, account=st.text(max_size=40),
+       params=st.dictionaries(st.text(max_size=20), st.text(max_size=80), max_size=5),
+       payload=st.text(max_size=300), name=st.text(max_size=40), digit=st.text(max_size=2))
+def test_valid_twilio_messages_round_trip(stream: str, call: str, account: str, params: dict[str, str],
+                                          payload: str, name: str, digit: str) -> None:
+    start = tw.parse(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": stream, "start": {
+        "streamSid": stream, "callSid": call, "accountSid": account, "tracks": ["inbound"],
+        "customParameters": params,
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+    assert isinstance(start, tw.Start)
+    assert (start.stream_sid, start.call_sid, start.account_sid, start.custom_parameters) == (
+        stream, call, account, params)
+    media = tw.parse(json.dumps({"event": "media", "streamSid": stream, "media": {
+        "track": "inbound", "chunk": "1", "timestamp": "20", "payload": payload}}))
+    assert isinstance(media, tw.Media) and (media.stream_sid, media.payload) == (stream, payload)
+    mark = tw.parse(json.dumps({"event": "mark", "streamSid": stream, "mark": {"name": name}}))
+    assert isinstance(mark, tw.Mark) and (mark.stream_sid, mark.name) == (stream, name)
+    dtmf = tw.parse(json.dumps({"event": "dtmf", "streamSid": stream, "dtmf": {"digit": digit}}))
+    assert isinstance(dtmf, tw.Dtmf) and dtmf.digit == digit
+    stop = tw.parse(json.dumps({"event": "stop", "streamSid": stream, "stop": {"callSid": call}}))
+    assert isinstance(stop, tw.Stop) and (stop.stream_sid, stop.call_sid) == (stream, call)
+
+
+@BOUNDED
+@given(stream=stream_sids, payload=st.text(), name=st.text())
+def test_outbound_builders_round_trip_any_text(stream: str, payload: str, name: str) -> None:
+    out = tw.Outbound(stream)
+    # strict=False: a raw control character passes the fast path unescaped (documented in
+    # relay/json_text.py: base64 never holds one); everything else must survive exactly.
+    assert json.loads(out.media(payload), strict=False) == {
+        "event": "media", "streamSid": stream, "media": {"payload": payload}}
+    assert json.loads(out.mark(name), strict=False) == {"event": "mark", "streamSid": stream, "mark": {"name": name}}
+    assert json.loads(out.clear) == {"event": "clear", "streamSid": stream}
+    assert json.loads(oai.append_audio(payload), strict=False) == {
+        "type": "input_audio_buffer.append", "audio": payload}
+
+
+# -- the frame decoder -----------------------------------------------------------------------------
+
+
+@BOUNDED
+@given(st.binary(max_size=2000), st.lists(st.integers(1, 300), max_size=20))
+def test_frame_decoder_takes_any_bytes_in_any_cuts(data: bytes, cuts: list[int]) -> None:
+    decoder = FrameDecoder(expect_masked=True, max_message_bytes=1024)
+    try:
+        for chunk in _cut(data, cuts):
+            for message in decoder.feed(chunk):
+                assert isinstance(message, str | bytes)
+    except FrameError as exc:
+        assert 1000 <= exc.close_code < 5000
+
+
+@BOUNDED
+@given(st.lists(st.one_of(st.text(max_size=300).map(lambda t: (OP_TEXT, t.encode())),
+                          st.binary(max_size=300).map(lambda b: (OP_BINARY, b))), max_size=10),
+       st.lists(st.integers(1, 200), max_size=30))
+def test_frame_decoder_output_does_not_depend_on_how_bytes_arrive(
+    messages: list[tuple[int, bytes]], cuts: list[int]
+) -> None:
+    wire = b"".join(encode_frame(opcode, payload, os.urandom(4)) for opcode, payload in messages)
+    expected = [payload.decode() if opcode == OP_TEXT else payload for opcode, payload in messages]
+    decoder = FrameDecoder(expect_masked=True, max_message_bytes=1024)
+    got: list[str | bytes] = []
+    for chunk in _cut(wire, cuts):
+        got += decoder.feed(chunk)
+    assert got == expected and decoder.buffered == 0
+
+
+def _cut(data: bytes, cuts: list[int]) -> list[bytes]:
+    chunks, pos = [], 0
+    for size in cuts:
+        chunks.append(data[pos:pos + size])
+        pos += size
+    chunks.append(data[pos:])
+    return chunks
+
+
+# -- the per-call state machine -----------------------------------------------------------------------
+
+SECRET = "p" * 40
+CALL = "CA" + "7" * 32
+STREAM = "MZ" + "8" * 32
+START_TIMEOUT_S, SESSION_TIMEOUT_S, MAX_CALL_S = 5.0, 8.0, 60.0
+GREETING = oai.greeting("Hi.")
+# Thousands of examples, each logging its warnings: keep them out of pytest's capture.
+QUIET_LOG = logging.getLogger("test.properties.quiet")
+QUIET_LOG.propagate = False
+QUIET_LOG.addHandler(logging.NullHandler())
+SESSION_UPDATE = oai.session_update(voice="marin", instructions="Be brief.")
+
+Step = tuple[Any, ...]
+steps = st.one_of(
+    st.tuples(st.just("start"), st.sampled_from(["valid", "missing", "forged", "expired", "other_call",
+                                                 "malformed"]), st.booleans()),
+    st.tuples(st.just("media"), st.booleans(), st.integers(0, 400)),
+    st.tuples(st.just("mark"), st.booleans(), st.integers(-1, 50)),
+    st.tuples(st.sampled_from(["stop", "dtmf", "connected", "unknown", "twilio_closed"])),
+    st.tuples(st.just("upstream_open")),
+    st.tuples(st.just("upstream_failed"), st.sampled_from(["dns", "tcp", "tls", "handshake"])),
+    st.tuples(st.just("upstream_closed")),
+    st.tuples(st.just("session_updated"), st.booleans()),
+    st.tuples(st.just("delta"), st.sampled_from(["item_a", "item_b", "item_c"]), st.integers(0, 800)),
+    st.tuples(st.sampled_from(["speech_started", "session_created", "response_done", "truncated",
+                               "openai_unknown"])),
+    st.tuples(st.just("error"), st.sampled_from(["session_expired", "insufficient_quota",
+                                                 "response_cancel_not_active", "invalid_value"])),
+    st.tuples(st.just("tick"), st.floats(0, 6)),
+)
+# What a live call mostly consists of: audio both ways, marks coming back in order, the
+# caller talking over the assistant, time passing a little.
+talk = st.one_of(
+    st.tuples(st.just("media"), st.just(True), st.integers(0, 400)),
+    st.tuples(st.just("media"), st.just(True), st.integers(0, 400)),
+    st.tuples(st.just("mark"), st.just(True), st.just(-2)),
+    st.tuples(st.just("mark"), st.just(True), st.just(-2)),
+    st.tuples(st.just("mark"), st.booleans(), st.integers(-1, 50)),
+    st.tuples(st.just("delta"), st.sampled_from(["item_a", "item_b", "item_c"]), st.integers(0, 800)),
+    st.tuples(st.just("delta"), st.sampled_from(["item_a", "item_b", "item_c"]), st.integers(0, 800)),
+    st.tuples(st.just("speech_started")),
+    st.tuples(st.just("tick"), st.floats(0, 0.5)),
+)
+in_call = st.one_of(talk, steps)
+
+
+
+@st.composite
+def barge_in(draw: st.DrawFn) -> list[Step]:
+    """The assistant speaks an item, part of it plays, the caller talks over the rest."""
+    item = draw(st.sampled_from(["item_a", "item_b", "item_c", "item_d", "item_e"]))
+    played = draw(st.sampled_from([1, 2, 3, 0]))
+    script: list[Step] = [("delta", item, draw(st.integers(1, 800))) for _ in range(played + 1)]
+    script += [("mark", True, -2)] * played
+    return [*script, ("speech_started",), *[("mark", True, draw(st.integers(-1, 9))) for _ in range(played)]]
+
+
+@st.composite
+def call_scripts(draw: st.DrawFn) -> list[Step]:
+    """Anything at all (one in four), or a call that gets going, with anything in between."""
+    if not draw(st.integers(0, 3)):
+        return draw(st.lists(steps, max_size=60))
+    script: list[Step] = draw(st.lists(steps, max_size=3))
+    for happy in [("start", "valid", False), ("upstream_open",), ("session_updated", True)]:
+        script.append(happy)
+        script += draw(st.lists(talk, max_size=3))
+    chunks = st.one_of(barge_in(), in_call.map(lambda step: [step]))
+    for chunk in draw(st.lists(chunks, min_size=1, max_size=30)):
+        script += chunk
+    return script
+
+
+class Clock:
+    """Monotonic and wall time, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return 1_800_000_000.0 + self.now
+
+
+@dataclass
+class Model:
+    """What LiveCall would know about one call, and what the caller side has heard."""
+
+    clock: Clock
+    bridge: CallBridge
+    accepted_at: float
+    stream_sid: str = STREAM  # the verified start's (until then, the one a start would carry)
+    verified: bool = False  # OpenUpstream was emitted: the stream token checked out
+    opened: bool = False  # the Realtime socket is open (and session.update was sent)
+    upstream_gone: bool = False  # it failed, or closed
+    twilio_gone: bool = False
+    ready: bool = False  # session.updated accepted: caller audio may flow
+    ends: list[EndCall] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # every mark name sent to Twilio
+    pending: list[tuple[str, str, int]] = field(default_factory=list)  # (mark, item, bytes) not yet played
+    heard_item: str = ""
+    heard_bytes: int = 0
+    sent_bytes: dict[str, int] = field(default_factory=dict)  # per item, to Twilio
+
+    @property
+    def ended(self) -> bool:
+        return bool(self.ends)
+
+
+def _token(kind: str, clock: Clock) -> dict[str, str]:
+    now = clock.wall()
+    tokens = {
+        "valid": stream_token.mint(SECRET, CALL, now, 300),
+        "forged": stream_token.mint("q" * 40, CALL, now, 300),
+        "expired": stream_token.mint(SECRET, CALL, now - 900, 300),
+        "other_call": stream_token.mint(SECRET, "CA" + "9" * 32, now, 300),
+        "malformed": "v1.not-a-token",
+    }
+    return {} if kind == "missing" else {stream_token.PARAMETER_NAME: tokens[kind]}
+
+
+def _b64(size: int) -> str:
+    return base64.b64encode(bytes(range(256)) * (size // 256) + bytes(size % 256)).decode()
+
+
+def _start_sid(step: Step) -> str:
+    return "MZ" + "5" * 32 if step[2] else STREAM
+
+
+def _deliver(m: Model, step: Step) -> list[Action] | None:
+    """Feed one step, as LiveCall would (or None: LiveCall could not produce it now)."""
+    b = m.bridge
+    kind = step[0]
+    twilio_side = kind in ("start", "media", "mark", "stop", "dtmf", "connected", "unknown", "twilio_closed")
+    if twilio_side and m.twilio_gone:
+        return None
+    if kind == "start":
+        return b.on_twilio(tw.Start.of(_start_sid(step), CALL, _token(step[1], m.clock)))
+    if kind == "media":
+        return b.on_twilio(tw.Media.of(m.stream_sid if step[1] else "MZ" + "6" * 32, _b64(step[2])))
+    if kind == "mark":
+        name = _mark_name(m, step[2])
+        return b.on_twilio(tw.Mark.of(m.stream_sid if step[1] else "MZ" + "6" * 32, name))
+    if kind == "stop":
+        return b.on_twilio(tw.Stop.of(STREAM, CALL))
+    if kind == "dtmf":
+        return b.on_twilio(tw.parse(json.dumps({"event": "dtmf", "streamSid": m.stream_sid, "dtmf": {"digit": "5"}})))
+    if kind == "connected":
+        return b.on_twilio(tw.Connected("Call", "1.0.0"))
+    if kind == "unknown":
+        return b.on_twilio(tw.Unknown("novel"))
+    if kind == "twilio_closed":
+        m.twilio_gone = True
+        return b.on_twilio_closed()
+    if kind == "tick":
+        m.clock.now += step[1]
+        return b.on_tick(m.clock.now)
+    # The OpenAI side: the socket opens only after the token checked out, at most once.
+    if kind == "upstream_open":
+        if not m.verified or m.opened or m.upstream_gone:
+            return None
+        m.opened = True
+        return b.on_upstream_open()
+    if kind == "upstream_failed":
+        if m.opened or m.upstream_gone:
+            return None
+        m.upstream_gone = True
+        return b.on_upstream_failed(UpstreamError(step[1], "refused", status=401 if step[1] == "handshake" else None))
+    if not m.opened or m.upstream_gone:
+        return None
+    if kind == "upstream_closed":
+        m.upstream_gone = True
+        return b.on_upstream_closed(1011, "gone")
+    events: dict[str, oai.OpenAIEvent] = {
+        "speech_started": oai.SpeechStarted(),
+        "session_created": oai.SessionCreated(),
+        "response_done": oai.parse('{"type": "response.done", "response": {"id": "r", "status": "completed"}}'),
+        "truncated": oai.ItemTruncated(),
+        "openai_unknown": oai.Unknown("rate_limits.updated"),
+    }
+    if kind == "session_updated":
+        fmt = oai.AUDIO_FORMAT if step[1] else "audio/pcm"
+        return b.on_openai(oai.SessionUpdated.of(fmt, fmt))
+    if kind == "delta":
+        return b.on_openai(oai.AudioDelta(item_id=step[1], delta=_b64(step[2]), response_id="r"))
+    if kind == "error":
+        return b.on_openai(oai.ErrorEvent.of("invalid_request_error", step[1], "msg"))
+    return b.on_openai(events[kind])
+
+
+def _check(m: Model, step: Step, actions: list[Action], was_active: bool) -> None:
+    """The bridge's promises, for one step's actions."""
+    if m.ended:
+        assert actions == [], f"actions after EndCall: {actions}"
+    kind = step[0]
+    heard_item, heard_bytes = m.heard_item, m.heard_bytes  # before this step's clear, if any
+    for index, action in enumerate(actions):
+        if isinstance(action, OpenUpstream):
+            assert kind == "start" and step[1] == "valid" and not m.verified
+            m.verified = True
+            m.stream_sid = _start_sid(step)
+        elif isinstance(action, SendOpenAI):
+            assert m.verified and m.opened, "something went upstream before a verified start and an open socket"
+            event = json.loads(action.text)
+            if event["type"] == oai.TYPE_APPEND:
+                assert was_active and m.ready, "caller audio upstream before the session was ready"
+                assert kind == "media" and step[1] and event["audio"] == _b64(step[2])
+            elif event["type"] == oai.TYPE_SESSION_UPDATE:
+                assert kind == "upstream_open"
+            elif event["type"] == oai.TYPE_TRUNCATE:
+                item, end_ms = event["item_id"], event["audio_end_ms"]
+                hypothesis_event("truncated after hearing audio" if end_ms else "truncated before any was heard")
+                heard = heard_bytes if heard_item == item else 0
+                assert 0 <= end_ms == heard // tw.BYTES_PER_MS <= m.sent_bytes.get(item, 0) // tw.BYTES_PER_MS
+            else:
+                assert event["type"] == oai.TYPE_RESPONSE_CREATE and kind == "session_updated"
+        elif isinstance(action, SendTwilio):
+            assert m.ready
+            message = json.loads(action.text)
+            assert message["streamSid"] == m.stream_sid
+            if message["event"] == "media":
+                follow = actions[index + 1]
+                assert isinstance(follow, SendTwilio), "a media message without its mark"
+                mark = json.loads(follow.text)
+                assert mark["event"] == "mark" and mark["mark"]["name"] not in m.names
+                size = len(base64.b64decode(message["media"]["payload"]))
+                m.names.append(mark["mark"]["name"])
+                m.pending.append((mark["mark"]["name"], step[1], size))
+                m.sent_bytes[step[1]] = m.sent_bytes.get(step[1], 0) + size
+            elif message["event"] == "clear":
+                assert kind == "speech_started"
+                m.pending.clear()  # Twilio echoes them all, but none of them played
+                m.heard_item, m.heard_bytes = "", 0
+        elif isinstance(action, EndCall):
+            assert not m.ended, "a second EndCall"
+            m.ends.append(action)
+            _check_ending(m, step, action)
+    if kind == "session_updated" and step[1] and m.verified and m.opened and not m.ended and not m.ready:
+        m.ready = True
+
+
+def _check_ending(m: Model, step: Step, end: EndCall) -> None:
+    age = m.clock.now - m.accepted_at
+    if end.reason == "start_timeout":
+        assert step[0] == "tick" and age > START_TIMEOUT_S
+    elif end.reason == "session_timeout":
+        assert step[0] == "tick" and age > SESSION_TIMEOUT_S and not m.ready
+    elif end.reason == "max_call_length":
+        assert step[0] == "tick"
+    elif end.reason.startswith("token_"):
+        assert step[0] == "start" and (step[1] != "valid") != (end.reason == "token_replayed")
+        assert end.close_code == 1008
+
+
+def _mark_name(m: Model, pick: int) -> str:
+    """-2: the oldest mark still playing (Twilio's order); -1: a name never sent; else any sent."""
+    if pick == -2 and m.pending:
+        return m.pending[0][0]
+    if pick >= 0 and m.names:
+        return m.names[pick % len(m.names)]
+    return "stray"
+
+
+def _echo(m: Model, step: Step, name: str) -> None:
+    """A mark came back: count it as played if it is the oldest one still pending."""
+    if step[0] == "mark" and step[1] and m.pending:
+        if name == m.pending[0][0]:
+            _, item, size = m.pending.pop(0)
+            if item != m.heard_item:
+                m.heard_item, m.heard_bytes = item, 0
+            m.heard_bytes += size
+
+
+@settings(BOUNDED, max_examples=200)
+@given(call_scripts(), st.sampled_from([False] * 7 + [True]))
+def test_call_bridge_keeps_its_promises_whatever_the_peers_do(sequence: list[Step], replayed: bool) -> None:
+    clock = Clock()
+    guard = ReplayGuard()
+    if replayed:  # this CallSid already had its stream: a valid token is a replay now
+        guard.claim(CALL, clock.wall() + 300, clock.wall())
+    bridge = CallBridge(
+        BridgeSettings(stream_token_secret=SECRET, session_update=SESSION_UPDATE, greeting=GREETING,
+                       start_timeout_s=START_TIMEOUT_S, session_timeout_s=SESSION_TIMEOUT_S, max_call_s=MAX_CALL_S),
+        monotonic=clock.monotonic, wall=clock.wall, replay_guard=guard,
+        log=CallLog(QUIET_LOG, "p"),
+    )
+    m = Model(clock, bridge, clock.now)
+    for step in [*sequence, ("twilio_closed",)]:
+        was_active = bridge.state is CallState.ACTIVE
+        mark_name = _mark_name(m, step[2]) if step[0] == "mark" else ""
+        actions = _deliver(m, step)
+        if actions is None:
+            continue
+        _echo(m, step, mark_name)
+        if step[0] == "start" and step[1] == "valid" and replayed and not m.verified and not m.ended:
+            assert actions == [EndCall("token_replayed", 1008)]
+        _check(m, step, actions, was_active)
+        # Liveness: a call past a deadline it has not met is over.
+        if step[0] == "tick" and not m.ended:
+            age = clock.now - m.accepted_at
+            assert not (not m.verified and age > START_TIMEOUT_S), "start timeout missed"
+            assert not (not m.ready and age > SESSION_TIMEOUT_S), "session timeout missed"
+    assert len(m.ends) == 1, "a call must end exactly once"
+    hypothesis_event(f"ended: {m.ends[0].reason}" + (" after the session was ready" if m.ready else ""))
+    assert bridge.state is CallState.ENDED
+    FIGURES["bridge_property_examples"] = int(str(FIGURES.get("bridge_property_examples", 0))) + 1
