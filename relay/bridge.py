@@ -327,6 +327,11 @@ class CallBridge:
                 done.usage.get("total_tokens"), done.usage.get("input_tokens"),
                 done.usage.get("output_tokens"),
             )
+            if done.status == "failed" and done.reason in oai.FATAL_ERROR_CODES:
+                # Quota and key failures surface here too (protocols.md 2.4): every later
+                # response would fail the same way, so end the call and let the fallback play.
+                self.log.error("openai.response_failed fatal=true reason=%s", done.reason)
+                return self._end("openai_error", CLOSE_INTERNAL_ERROR)
             return []
         if kind is oai.ItemTruncated:
             self.log.debug("openai.item_truncated audio_end_ms=%s", event.audio_end_ms)  # type: ignore[union-attr]

@@ -385,3 +385,23 @@ def test_an_unknown_event_name_is_quoted_in_the_log(caplog: pytest.LogCaptureFix
     bridge.on_twilio(tw.Unknown("forged\ncall.ended reason=caller_hangup"))
     (line,) = [r.getMessage() for r in caplog.records]
     assert "\n" not in line and "event='forged\\ncall.ended" in line
+
+
+def _failed_response(code: str) -> oai.OpenAIEvent:
+    return oai.parse(json.dumps({"type": "response.done", "response": {
+        "id": "resp_9", "status": "failed",
+        "status_details": {"type": "failed", "error": {"type": "invalid_request_error", "code": code}}}}))
+
+
+def test_a_response_failing_for_quota_ends_the_call() -> None:
+    # Out of credit mid-call, every response fails (protocols.md 2.4: quota failures surface
+    # in response.done): the caller would sit in silence, so the fallback must play instead.
+    bridge, _clock = active()
+    assert bridge.on_openai(_failed_response("insufficient_quota")) == [EndCall("openai_error", 1011)]
+    assert bridge.state is CallState.ENDED
+
+
+def test_a_response_failing_for_a_passing_reason_does_not_end_the_call() -> None:
+    bridge, _clock = active()
+    assert bridge.on_openai(_failed_response("server_error")) == []
+    assert bridge.state is CallState.ACTIVE
