@@ -18,9 +18,12 @@ It speaks the GA protocol as protocols.md part 2 describes it:
 - ``conversation.item.truncate`` is checked against the item's audio and acknowledged.
 
 Misbehaving modes (``behaviour``) for tests: 401/403/429 on the handshake, a handshake
-that hangs, never answering ``session.update``, rejecting it, a fatal ``error`` mid-call,
-closing mid-call, a recoverable ``error``. Everything received is recorded per session
-(``sessions``) so tests assert on what the relay actually sent.
+that hangs (until the client gives up), never answering ``session.update``, rejecting it,
+a fatal ``error`` mid-call then a close, ``session_expired`` mid-call with the socket left
+open, every response failing for ``insufficient_quota`` mid-call, closing mid-call, a
+recoverable ``error``. Everything received is recorded per session (``sessions``), with
+the moment a mid-call fault was injected (``fault_at``), so tests assert on what the
+relay actually sent and time its reaction from the fault.
 
 Load mode (``load=True``, used by ``make bench``): no VAD and no replies; once asked for
 a response, every session streams tagged 20 ms frames at exactly 50 a second (one ticker
@@ -72,8 +75,18 @@ REJECT_SESSION = "reject_session"
 FATAL_ERROR = "fatal_error"
 CLOSE_MIDCALL = "close_midcall"
 RECOVERABLE_ERROR = "recoverable_error"
+# The session hits its 60-minute limit mid-call: an ``error`` session_expired, and the
+# socket is left open (the relay must end the call on the error, not wait for a close).
+SESSION_EXPIRED = "session_expired"
+# The account runs out of credit mid-call: the response in progress fails with
+# ``insufficient_quota`` (protocols.md 2.4: quota failures surface in ``response.done``),
+# and so does every later one; the socket stays open.
+QUOTA_MIDCALL = "quota_midcall"
 BEHAVIOURS = (NORMAL, REJECT_401, REJECT_403, REJECT_429, HANG_HANDSHAKE, NEVER_UPDATE,
-              REJECT_SESSION, FATAL_ERROR, CLOSE_MIDCALL, RECOVERABLE_ERROR)
+              REJECT_SESSION, FATAL_ERROR, CLOSE_MIDCALL, RECOVERABLE_ERROR, SESSION_EXPIRED,
+              QUOTA_MIDCALL)
+# Mid-call faults strike at this audio delta of a response (after some audio has played).
+_FAULT_AT_DELTA = 3
 
 _HANDSHAKE_ERRORS = {
     REJECT_401: ("401 Unauthorized", "invalid_api_key",
@@ -105,6 +118,7 @@ class SessionRecord:
     deltas_sent: list[str] = field(default_factory=list)
     opened_at: float = field(default_factory=time.monotonic)
     closed_at: float | None = None
+    fault_at: float | None = None  # when a mid-call fault was injected (time.monotonic)
 
     def types(self) -> list[str]:
         """The ``type`` of every event received, in order."""
@@ -129,6 +143,7 @@ class _Session:
         self.in_speech = False
         self.turn_audio = bytearray()
         self.appended_ms = 0
+        self.out_of_quota = False
         self.closed = Event()
 
     def _id(self, prefix: str) -> str:
@@ -238,6 +253,7 @@ class _Session:
         self.configured = True
         self.send({"type": "session.updated", "session": self._session_body(session)})
         if behaviour == RECOVERABLE_ERROR:
+            self.record.fault_at = time.monotonic()
             self.error("response_cancel_not_active",
                        "Cancellation failed: no active response found.")
 
@@ -333,7 +349,8 @@ class _Session:
         item_id = self._id("item")
         self.speaking_item = item_id
         self.item_audio_ms[item_id] = 0
-        status, reason = "completed", None
+        status: str = "completed"
+        reason: str | None = None
         self.send({"type": "response.created",
                    "response": {"id": response_id, "object": "realtime.response",
                                 "status": "in_progress", "output": []}})
@@ -342,16 +359,25 @@ class _Session:
                                                "role": "assistant", "content": []}})
         chunk = self.model.delta_ms * audio.BYTES_PER_MS
         started = time.monotonic()
+        behaviour = self.model.behaviour
         try:
             for index, offset in enumerate(range(0, len(clip), chunk)):
-                if self.model.behaviour == CLOSE_MIDCALL and index == 3:
-                    self.conn.close(1011, "stand-in: closing mid-call")
-                    return
-                if self.model.behaviour == FATAL_ERROR and index == 3:
+                if index == _FAULT_AT_DELTA and behaviour in (CLOSE_MIDCALL, FATAL_ERROR, SESSION_EXPIRED):
+                    self.record.fault_at = time.monotonic()
+                    if behaviour == CLOSE_MIDCALL:
+                        self.conn.close(1011, "stand-in: closing mid-call")
+                        return
                     self.error("session_expired",
                                "Your session hit the maximum duration of 60 minutes.")
-                    self.conn.close(1000)
+                    if behaviour == FATAL_ERROR:
+                        self.conn.close(1000)
                     return
+                if behaviour == QUOTA_MIDCALL and (index == _FAULT_AT_DELTA or self.out_of_quota):
+                    if not self.out_of_quota:
+                        self.record.fault_at = time.monotonic()
+                    self.out_of_quota = True  # every later response fails at once
+                    status, reason = "failed", "insufficient_quota"
+                    break
                 piece = clip[offset : offset + chunk]
                 delta = audio.b64(piece)
                 self.record.deltas_sent.append(delta)
@@ -368,9 +394,12 @@ class _Session:
         for kind in ("response.output_audio.done", "response.output_item.done"):
             self.send({"type": kind, "response_id": response_id, "item_id": item_id,
                        "output_index": 0, "content_index": 0})
+        details: dict[str, Any] | None = {"type": status, "reason": reason} if reason else None
+        if status == "failed":
+            details = {"type": "failed", "error": {"type": "insufficient_quota", "code": reason}}
         self.send({"type": "response.done", "response": {
             "id": response_id, "object": "realtime.response", "status": status,
-            "status_details": {"type": status, "reason": reason} if reason else None,
+            "status_details": details,
             "output": [{"id": item_id, "type": "message", "role": "assistant"}],
             "usage": {"total_tokens": 120, "input_tokens": 40, "output_tokens": 80}}})
 
@@ -455,7 +484,7 @@ class StandinModel:
         class Handler(WebSocketHandler):
             def upgrade_websocket(self) -> Any:
                 if self.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-                    refusal = model._refuse(self.environ)
+                    refusal = model._refuse(self.environ, self.socket)
                     if refusal is not None:
                         status, body = refusal
                         self.close_connection = True
@@ -536,10 +565,11 @@ class StandinModel:
             self._server.stop(timeout=1)
             self._server = None
 
-    def _refuse(self, environ: dict[str, Any]) -> tuple[str, bytes] | None:
+    def _refuse(self, environ: dict[str, Any], sock: Any) -> tuple[str, bytes] | None:
         self.handshakes += 1
         if self.behaviour == HANG_HANDSHAKE:
-            gevent.sleep(3600)
+            _wait_for_hang_up(sock)
+            return "504 Gateway Timeout", _error_body("timeout", "stand-in: never answered")
         if self.behaviour in _HANDSHAKE_ERRORS:
             status, code, message = _HANDSHAKE_ERRORS[self.behaviour]
             return status, _error_body(code, message)
@@ -594,6 +624,16 @@ class StandinModel:
         start_response("200 OK", [("Content-Type", "application/json"),
                                   ("Content-Length", str(len(body)))])
         return [body]
+
+
+def _wait_for_hang_up(sock: Any) -> None:
+    """Answer nothing until the client gives up: a hung upstream that lets go once it has."""
+    while True:
+        try:
+            if not sock.recv(4096):
+                return
+        except OSError:
+            return
 
 
 def _error_body(code: str, message: str) -> bytes:

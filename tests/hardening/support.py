@@ -10,13 +10,14 @@ relay sent upstream, and the relay's health is read from its own endpoints, its 
 from __future__ import annotations
 
 import base64
+import datetime
 import gc
 import json
 import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gevent
 import greenlet
@@ -30,9 +31,9 @@ from scripts.standin_model import SessionRecord, StandinModel
 from tests.conftest import AUTH_TOKEN, STREAM_SECRET
 
 STREAM_PATH = "/twilio/realtime"
-# The stand-in's greeting in this suite: 300 ms (three 100 ms deltas), distinct bytes, so
-# "every delta came back" is checked on content, not only on a count.
-SHORT_GREETING = bytes((i * 7 + 3) % 256 for i in range(2400))
+# The stand-in's greeting in this suite: 600 ms (six 100 ms deltas; mid-call faults strike
+# at the fourth), distinct bytes, so "every delta came back" is checked on content.
+SHORT_GREETING = bytes((i * 7 + 3) % 256 for i in range(4800))
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law: one Twilio media frame
 
 # Figures for the README's "Reliability" section, printed at the end of the run
@@ -138,6 +139,7 @@ class Closed:
     reason: str
     at: float  # time.monotonic() when the caller saw it
     messages: int  # data messages received before it
+    wall: float = field(default_factory=time.time)  # the same moment, as Unix time (logs use it)
 
 
 def closed_by(data: bytes, messages: int) -> Closed:
@@ -233,7 +235,7 @@ class GoodCall:
     def _stream(self) -> None:
         ws = self._ws
         assert ws is not None
-        self.first_audio.wait(10)
+        gevent.wait([self.first_audio, self.closed, self._stop], timeout=10, count=1)
         seq = 2
         while not self._stop.is_set() and not self.closed.is_set():
             payload = b64(quiet_frame())
@@ -373,3 +375,15 @@ class LogWatch:
 
         assert wait_until(check, timeout_s, 0.02), f"no log line matching {pattern!r}; new lines:\n{self.text()}"
         return found[0]
+
+
+def line_time(line: str) -> float:
+    """The Unix time a relay log line was written (relay/log.py: ISO 8601 UTC, milliseconds)."""
+    stamp = line.split(" ", 1)[0]
+    moment = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+def monotonic_to_wall(moment: float) -> float:
+    """A time.monotonic() reading as Unix time."""
+    return time.time() - (time.monotonic() - moment)

@@ -224,8 +224,8 @@ steps = st.one_of(
     st.tuples(st.just("upstream_closed")),
     st.tuples(st.just("session_updated"), st.booleans()),
     st.tuples(st.just("delta"), st.sampled_from(["item_a", "item_b", "item_c"]), st.integers(0, 800)),
-    st.tuples(st.sampled_from(["speech_started", "session_created", "response_done", "truncated",
-                               "openai_unknown"])),
+    st.tuples(st.sampled_from(["speech_started", "session_created", "response_done", "response_failed",
+                               "truncated", "openai_unknown"])),
     st.tuples(st.just("error"), st.sampled_from(["session_expired", "insufficient_quota",
                                                  "response_cancel_not_active", "invalid_value"])),
     st.tuples(st.just("tick"), st.floats(0, 6)),
@@ -378,6 +378,8 @@ def _deliver(m: Model, step: Step) -> list[Action] | None:
         "speech_started": oai.SpeechStarted(),
         "session_created": oai.SessionCreated(),
         "response_done": oai.parse('{"type": "response.done", "response": {"id": "r", "status": "completed"}}'),
+        "response_failed": oai.parse('{"type": "response.done", "response": {"id": "r", "status": "failed", '
+                                     '"status_details": {"error": {"code": "insufficient_quota"}}}}'),
         "truncated": oai.ItemTruncated(),
         "openai_unknown": oai.Unknown("rate_limits.updated"),
     }
@@ -450,6 +452,8 @@ def _check_ending(m: Model, step: Step, end: EndCall) -> None:
         assert step[0] == "tick" and age > SESSION_TIMEOUT_S and not m.ready
     elif end.reason == "max_call_length":
         assert step[0] == "tick"
+    elif end.reason == "openai_error":
+        assert step[0] in ("error", "response_failed")
     elif end.reason.startswith("token_"):
         assert step[0] == "start" and (step[1] != "valid") != (end.reason == "token_replayed")
         assert end.close_code == 1008

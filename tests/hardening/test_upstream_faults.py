@@ -1,0 +1,198 @@
+"""Upstream (OpenAI side) faults: each ends the right way, fast, and leaks nothing.
+
+A call that cannot continue has its Twilio socket closed with 1011 within 2 s of the
+fault, so Twilio plays the fallback TwiML and the caller hears it instead of silence. The
+fault's moment is taken where it happens: the stand-in's record of when it struck
+mid-call, or the relay's own log line when the fault is a refusal, a failure to connect
+or a silence that ran out its timeout. A recoverable error does not end the call, and
+audio keeps flowing through it. Nothing hangs: the upstream socket is let go too, and
+descriptors and greenlets return to their count from before the call (in-process), or
+the gunicorn worker's descriptors do (/proc/<pid>/fd).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from scripts import standin_model as sm
+from tests.conftest import API_KEY, GunicornRelay, free_port
+from tests.hardening.support import (
+    FIGURES,
+    SHORT_GREETING,
+    GoodCall,
+    LeakCheck,
+    LogWatch,
+    fd_count,
+    line_time,
+    monotonic_to_wall,
+    settle,
+    wait_until,
+)
+
+Teardown = Callable[[Callable[[], None]], None]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One way the Realtime side fails, and how the relay must say it ended the call."""
+
+    name: str
+    behaviour: str
+    reason: str  # the close reason Twilio receives (the relay's end reason)
+    log: str  # regex for the relay's line about the fault; its time is the fault's unless midcall
+    midcall: bool = False  # the stand-in records when it struck (SessionRecord.fault_at)
+    openai_url: str = ""  # "" the stand-in; "dns" a name that does not resolve; "refused" a closed port
+    handshakes: int = 1  # Realtime handshakes the stand-in sees
+
+
+FAULTS = [
+    Fault("dns_failure", sm.NORMAL, "openai_dns_failed", r"openai\.connect_failed .*stage=dns",
+          openai_url="dns", handshakes=0),
+    Fault("connection_refused", sm.NORMAL, "openai_tcp_failed", r"openai\.connect_failed .*stage=tcp",
+          openai_url="refused", handshakes=0),
+    Fault("handshake_hangs_past_timeout", sm.HANG_HANDSHAKE, "openai_handshake_failed",
+          r"openai\.connect_failed .*stage=handshake status=None .*timed out"),
+    Fault("rejected_401", sm.REJECT_401, "openai_handshake_failed",
+          r"openai\.connect_failed .*stage=handshake status=401 code=invalid_api_key"),
+    Fault("rejected_403", sm.REJECT_403, "openai_handshake_failed",
+          r"openai\.connect_failed .*stage=handshake status=403 code=model_not_found"),
+    Fault("quota_429_at_handshake", sm.REJECT_429, "openai_handshake_failed",
+          r"openai\.connect_failed .*stage=handshake status=429 code=insufficient_quota"),
+    Fault("session_update_rejected", sm.REJECT_SESSION, "session_rejected",
+          r"openai\.error .*fatal=true type=invalid_request_error code=invalid_value"),
+    Fault("session_updated_never_arrives", sm.NEVER_UPDATE, "session_timeout", r"openai\.session_timeout "),
+    Fault("closed_midcall", sm.CLOSE_MIDCALL, "openai_closed", r"openai\.closed .*code=1011", midcall=True),
+    Fault("fatal_error_then_close", sm.FATAL_ERROR, "openai_error",
+          r"openai\.error .*fatal=true .*code=session_expired", midcall=True),
+    Fault("session_expired_midcall", sm.SESSION_EXPIRED, "openai_error",
+          r"openai\.error .*fatal=true .*code=session_expired", midcall=True),
+    Fault("quota_exhausted_midcall", sm.QUOTA_MIDCALL, "openai_error",
+          r"openai\.response_failed .*fatal=true reason=insufficient_quota", midcall=True),
+]
+FAULTS_UNDER_GUNICORN = [f for f in FAULTS if f.openai_url == ""]
+
+
+@pytest.fixture
+def faulty() -> Iterator[sm.StandinModel]:
+    """A stand-in of its own (its behaviour is the test's), with the suite's short greeting."""
+    model = sm.StandinModel(api_key=API_KEY, speed=8.0, greeting_audio=SHORT_GREETING).start()
+    yield model
+    model.stop()
+
+
+def _openai_url(fault: Fault, model: sm.StandinModel) -> str:
+    if fault.openai_url == "dns":
+        return "wss://no-such-host.invalid/v1/realtime"  # RFC 6761: never resolves
+    if fault.openai_url == "refused":
+        return f"ws://127.0.0.1:{free_port()}/v1/realtime"
+    return model.url
+
+
+def _assert_upstream_let_go(model: sm.StandinModel, fault: Fault) -> None:
+    assert model.handshakes == fault.handshakes
+    assert wait_until(lambda: all(s.closed_at is not None for s in model.sessions), 2), (
+        "the relay left the Realtime socket open after ending the call")
+    if fault.behaviour == sm.HANG_HANDSHAKE:  # the stand-in noticed the relay give up
+        assert wait_until(lambda: not model.live, 2)
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
+def test_an_upstream_fault_closes_twilio_within_two_seconds(
+    fault: Fault, make_relay: Any, faulty: sm.StandinModel, caplog: pytest.LogCaptureFixture,
+    teardown: Teardown,
+) -> None:
+    caplog.set_level(logging.INFO, logger="relay")
+    faulty.behaviour = fault.behaviour
+    relay = make_relay(_openai_url(fault, faulty), OPENAI_CONNECT_TIMEOUT_SECONDS="1",
+                       OPENAI_SESSION_TIMEOUT_SECONDS="1")
+    socket.getaddrinfo("localhost", 80)  # the resolver's threads exist before the count
+    leaks = LeakCheck()
+
+    call = GoodCall(relay.ws_url).begin()
+    teardown(call.abort)
+    assert call.closed.wait(6), "the relay never closed the Twilio socket"
+    closed = call.close
+    assert closed is not None and (closed.code, closed.reason) == (1011, fault.reason), closed
+
+    if fault.midcall:
+        (record,) = faulty.sessions
+        assert record.fault_at is not None and call.received, "the fault did not strike mid-call"
+        fault_wall = monotonic_to_wall(record.fault_at)
+    else:
+        records = [r for r in caplog.records if re.search(fault.log, r.getMessage())]
+        assert records, f"no log line matching {fault.log!r}"
+        fault_wall = records[0].created
+    assert any(re.search(fault.log, r.getMessage()) for r in caplog.records), fault.log
+    assert 0 <= closed.wall - fault_wall < 2.0, f"Twilio closed {closed.wall - fault_wall:.2f} s after the fault"
+    assert not [r for r in caplog.records if "internal_error" in r.getMessage()]
+
+    call.hang_up()
+    _assert_upstream_let_go(faulty, fault)
+    leaks.assert_back()
+    FIGURES.setdefault("upstream_faults_survived", set())
+    FIGURES["upstream_faults_survived"].add(fault.name)  # type: ignore[attr-defined]
+    FIGURES[f"fault_to_close_ms[{fault.name}]"] = round((closed.wall - fault_wall) * 1000)
+
+
+@pytest.mark.parametrize("behaviour", [sm.RECOVERABLE_ERROR])
+def test_a_recoverable_error_does_not_end_the_call(
+    behaviour: str, make_relay: Any, faulty: sm.StandinModel, caplog: pytest.LogCaptureFixture,
+    teardown: Teardown,
+) -> None:
+    caplog.set_level(logging.INFO, logger="relay")
+    faulty.behaviour = behaviour
+    relay = make_relay(faulty.url)
+    leaks = LeakCheck()
+    call = GoodCall(relay.ws_url).begin()
+    teardown(call.abort)
+    call.stream_for(10)  # audio keeps flowing, both ways, after the error
+    assert call.hang_up().code == 1000
+    record = call.assert_lossless(faulty)
+    assert record.fault_at is not None
+    assert any(re.search(r"openai\.error .*fatal=false .*code=response_cancel_not_active", r.getMessage())
+               for r in caplog.records)
+    leaks.assert_back()
+    FIGURES.setdefault("upstream_faults_survived", set())
+    FIGURES["upstream_faults_survived"].add("recoverable_error")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("fault", FAULTS_UNDER_GUNICORN, ids=[f.name for f in FAULTS_UNDER_GUNICORN])
+def test_an_upstream_fault_under_gunicorn_leaks_no_descriptor(
+    fault: Fault, relay: GunicornRelay, normal_model: sm.StandinModel, teardown: Teardown
+) -> None:
+    (worker,) = relay.worker_pids()
+    fds_before = settle(lambda: fd_count(worker), 0, 0)
+    watch = LogWatch(relay.log)
+    normal_model.behaviour = fault.behaviour
+    handshakes = normal_model.handshakes
+    sessions = len(normal_model.sessions)
+
+    call = GoodCall(relay.ws_url).begin()
+    teardown(call.abort)
+    assert call.closed.wait(6), "the relay never closed the Twilio socket"
+    closed = call.close
+    assert closed is not None and (closed.code, closed.reason) == (1011, fault.reason), closed
+    line = watch.wait_for(fault.log)
+    if fault.midcall:
+        (record,) = normal_model.sessions[sessions:]
+        assert record.fault_at is not None
+        fault_wall = monotonic_to_wall(record.fault_at)
+    else:
+        fault_wall = line_time(line)
+    assert closed.wall - fault_wall < 2.0, f"Twilio closed {closed.wall - fault_wall:.2f} s after the fault"
+    call.hang_up()
+
+    assert normal_model.handshakes == handshakes + fault.handshakes
+    assert wait_until(lambda: all(s.closed_at is not None for s in normal_model.sessions), 2)
+    watch.wait_for(r"call\.ended ")
+    assert "Traceback" not in watch.text() and "internal_error" not in watch.text()
+    fds_after = settle(lambda: fd_count(worker), fds_before)
+    assert fds_after == fds_before, f"worker descriptors {fds_before} -> {fds_after} after {fault.name}"
+    assert relay.worker_pids() == [worker] and relay.process.poll() is None
