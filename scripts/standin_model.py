@@ -58,7 +58,7 @@ from gevent.pywsgi import WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 from msgspec.json import decode as fast_loads
 
-from relay.transport import WebSocketConnection, server_connection
+from relay.transport import ConnectionClosed, WebSocketConnection, server_connection
 from scripts import audio, bench_stats
 
 _APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
@@ -153,7 +153,10 @@ class _Session:
         event.setdefault("event_id", self._id("event"))
         if self.conn.close_sent or self.conn.ended:
             return  # the relay hung up (a caller left mid-greeting): nothing more to say
-        self.conn.send_text(json.dumps(event))
+        try:
+            self.conn.send_text(json.dumps(event))
+        except ConnectionClosed:
+            return  # ... or it is hanging up right now (the socket broke under this send)
 
     def error(self, code: str, message: str, param: str | None = None,
               event_id: str | None = None) -> None:
