@@ -466,6 +466,7 @@ class StandinModel:
         self._slots: list[list[_Session]] = [[] for _ in range(bench_stats.SLOTS)]
         self._ticker: gevent.Greenlet | None = None
         self.handshakes = 0
+        self.hanging = 0  # hang_handshake: upgrades being held unanswered right now
         self.sessions: list[SessionRecord] = []
         self.live: set[_Session] = set()
         self._server: WSGIServer | None = None
@@ -571,7 +572,11 @@ class StandinModel:
     def _refuse(self, environ: dict[str, Any], sock: Any) -> tuple[str, bytes] | None:
         self.handshakes += 1
         if self.behaviour == HANG_HANDSHAKE:
-            _wait_for_hang_up(sock)
+            self.hanging += 1
+            try:
+                _wait_for_hang_up(sock)
+            finally:
+                self.hanging -= 1
             return "504 Gateway Timeout", _error_body("timeout", "stand-in: never answered")
         if self.behaviour in _HANDSHAKE_ERRORS:
             status, code, message = _HANDSHAKE_ERRORS[self.behaviour]

@@ -316,10 +316,22 @@ def fd_count(pid: int | str = "self") -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def _root(glet: greenlet.greenlet) -> greenlet.greenlet:
+    while glet.parent is not None:
+        glet = glet.parent
+    return glet
+
+
 def greenlet_count() -> int:
-    """Greenlets alive in this process (running or suspended), after a full collection."""
+    """Greenlets alive in this process's main thread (running or suspended), after a full collection.
+
+    gevent's resolver runs getaddrinfo in a pool of native threads that come and go on their
+    own schedule, each with greenlets of its own: those are not counted.
+    """
     gc.collect()
-    return sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet.greenlet) and not obj.dead)
+    main = _root(greenlet.getcurrent())
+    return sum(1 for obj in gc.get_objects()
+               if isinstance(obj, greenlet.greenlet) and not obj.dead and _root(obj) is main)
 
 
 def settle(measure: Callable[[], int], target: int, timeout_s: float = 5.0) -> int:
@@ -329,6 +341,18 @@ def settle(measure: Callable[[], int], target: int, timeout_s: float = 5.0) -> i
     while value > target and time.monotonic() < deadline:
         gevent.sleep(0.05)
         value = measure()
+    return value
+
+
+def steady(measure: Callable[[], int], quiet_s: float = 0.4, timeout_s: float = 5.0) -> int:
+    """``measure`` once it has stopped changing for ``quiet_s`` (an idle count, not a busy one)."""
+    value, since = measure(), time.monotonic()
+    deadline = since + timeout_s
+    while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+        now = measure()
+        if now != value:
+            value, since = now, time.monotonic()
     return value
 
 
