@@ -39,6 +39,8 @@ DEFAULT_MAX_CALL_S = 3300  # 55 minutes
 # Performance); RELAY_MAX_CALLS defaults to this many per worker.
 CALLS_PER_WORKER = 150
 DEFAULT_GRACEFUL_TIMEOUT_S = 3600
+DEFAULT_CONNECT_TIMEOUT_S = 8.0  # DNS + TCP + TLS + Realtime handshake
+DEFAULT_SESSION_TIMEOUT_S = 10.0  # Twilio's connect -> session.updated, the connect included
 
 T = TypeVar("T")
 
@@ -174,8 +176,8 @@ class RelayConfig:
     workers: int = 1
     max_call_s: int = DEFAULT_MAX_CALL_S
     graceful_timeout_s: int = DEFAULT_GRACEFUL_TIMEOUT_S
-    openai_connect_timeout_s: float = 8.0
-    session_timeout_s: float = 10.0
+    openai_connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S
     start_timeout_s: float = 10.0
     close_timeout_s: float = 1.0
     log_level: str = "INFO"
@@ -261,6 +263,13 @@ class RelayConfig:
             problems.append(
                 f"RELAY_GRACEFUL_TIMEOUT_SECONDS ({graceful_s}) must be longer than "
                 f"RELAY_MAX_CALL_SECONDS ({max_call_s}), or a deploy cuts live calls"
+            )
+        connect_s = values.get("openai_connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S)
+        session_s = values.get("session_timeout_s", DEFAULT_SESSION_TIMEOUT_S)
+        if session_s <= connect_s:
+            problems.append(
+                f"OPENAI_SESSION_TIMEOUT_SECONDS ({session_s:g}) must be longer than "
+                f"OPENAI_CONNECT_TIMEOUT_SECONDS ({connect_s:g}): the session deadline includes the connect"
             )
         if problems:
             raise ConfigError(problems)

@@ -76,6 +76,16 @@ def test_graceful_timeout_must_outlast_the_longest_call() -> None:
         RelayConfig.from_env({**GOOD, "RELAY_MAX_CALL_SECONDS": "3000", "RELAY_GRACEFUL_TIMEOUT_SECONDS": "3000"})
 
 
+def test_session_deadline_must_outlast_the_connect_timeout() -> None:
+    # The session deadline runs from Twilio's connect and includes the Realtime handshake:
+    # were it no longer, a hanging handshake would be reported as a session timeout.
+    with pytest.raises(ConfigError, match="must be longer than OPENAI_CONNECT_TIMEOUT_SECONDS"):
+        RelayConfig.from_env({**GOOD, "OPENAI_CONNECT_TIMEOUT_SECONDS": "12"})
+    with pytest.raises(ConfigError, match=r"\(2\) must be longer"):
+        RelayConfig.from_env({**GOOD, "OPENAI_CONNECT_TIMEOUT_SECONDS": "2", "OPENAI_SESSION_TIMEOUT_SECONDS": "2"})
+    assert RelayConfig.from_env({**GOOD, "OPENAI_CONNECT_TIMEOUT_SECONDS": "2"}).session_timeout_s == 10
+
+
 def test_empty_greeting_means_no_greeting() -> None:
     assert RelayConfig.from_env({**GOOD, "ASSISTANT_GREETING": ""}).assistant_greeting == ""
     assert RelayConfig.from_env(GOOD).assistant_greeting
