@@ -22,6 +22,14 @@ def model() -> Iterator[sm.StandinModel]:
 
 
 @pytest.fixture
+def fresh_model() -> Iterator[sm.StandinModel]:
+    """A stand-in of the test's own (its counts start at zero), with the suite's short greeting."""
+    standin = sm.StandinModel(api_key=API_KEY, speed=8.0, greeting_audio=SHORT_GREETING).start()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
 def normal_model(model: sm.StandinModel) -> Iterator[sm.StandinModel]:
     """The module's stand-in, well-behaved again after the test whatever it did."""
     model.behaviour = sm.NORMAL
@@ -30,8 +38,11 @@ def normal_model(model: sm.StandinModel) -> Iterator[sm.StandinModel]:
 
 
 @pytest.fixture(scope="module")
-def relay(model: sm.StandinModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornRelay]:
-    """One gunicorn relay (one worker) for a module, aimed at the module's stand-in."""
+def gunicorn(model: sm.StandinModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornRelay]:
+    """One gunicorn relay (one worker) for a module, aimed at the module's stand-in.
+
+    (Not named ``relay``: tests/conftest.py's ``relay`` is an in-process one.)
+    """
     running = launch_gunicorn(model.url, Path(tmp_path_factory.mktemp("gunicorn")),
                               TWILIO_START_TIMEOUT_SECONDS="1", OPENAI_CONNECT_TIMEOUT_SECONDS="1",
                               OPENAI_SESSION_TIMEOUT_SECONDS="2")

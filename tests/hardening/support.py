@@ -35,6 +35,7 @@ STREAM_PATH = "/twilio/realtime"
 # at the fourth), distinct bytes, so "every delta came back" is checked on content.
 SHORT_GREETING = bytes((i * 7 + 3) % 256 for i in range(4800))
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law: one Twilio media frame
+GREETING_PLAYED_S = 0.15  # the short greeting has been sent in full this long after it began
 
 # Figures for the README's "Reliability" section, printed at the end of the run
 # (tests/hardening/conftest.py): name -> value.
@@ -195,6 +196,7 @@ class GoodCall:
         self.first_audio = Event()
         self.closed = Event()
         self._stop = Event()
+        self._first_audio_at = 0.0
         self._ws: websocket.WebSocket | None = None
         self._greenlets: list[gevent.Greenlet] = []
 
@@ -222,7 +224,9 @@ class GoodCall:
             message = json.loads(frame.data)
             if message.get("event") == "media":
                 self.received.append(message["media"]["payload"])
-                self.first_audio.set()
+                if not self.first_audio.is_set():
+                    self._first_audio_at = time.monotonic()
+                    self.first_audio.set()
             elif message.get("event") == "mark":
                 try:
                     ws.send(json.dumps({"event": "mark", "streamSid": self.stream_sid,
@@ -256,6 +260,10 @@ class GoodCall:
         """``stop``, then a close frame, as Twilio hangs up; the relay's close as seen."""
         ws = self._ws
         assert ws is not None
+        # Let the greeting finish first (the stand-in's lasts 75 ms at 8x): a delta the model
+        # sends after the hang-up is not lost, it is never played.
+        if self.first_audio.is_set() and self._first_audio_at:
+            gevent.sleep(max(0.0, self._first_audio_at + GREETING_PLAYED_S - time.monotonic()))
         self._stop.set()
         self._greenlets[1].join(timeout_s)
         if not self.closed.is_set():

@@ -77,8 +77,9 @@ WAYS: dict[str, tuple[str, Callable[[GoodCall], None]]] = {
 
 @pytest.mark.parametrize("way", list(WAYS))
 def test_a_vanished_caller_closes_the_openai_socket_within_a_second(
-    way: str, relay: GunicornRelay, normal_model: sm.StandinModel, teardown: Teardown
+    way: str, gunicorn: GunicornRelay, normal_model: sm.StandinModel, teardown: Teardown
 ) -> None:
+    relay = gunicorn
     behaviour, vanish = WAYS[way]
     normal_model.behaviour = behaviour
     watch = LogWatch(relay.log)
@@ -166,8 +167,9 @@ def healthz(http_url: str) -> dict[str, Any]:
 
 
 def test_a_thousand_short_calls_leave_no_descriptor_behind_under_gunicorn(
-    relay: GunicornRelay, one_delta_greeting: sm.StandinModel
+    gunicorn: GunicornRelay, one_delta_greeting: sm.StandinModel
 ) -> None:
+    relay = gunicorn
     model = one_delta_greeting
     (worker,) = relay.worker_pids()
     place_short_calls(relay.ws_url, len(KINDS) * 2)  # warm up: whatever is made once is made

@@ -347,8 +347,9 @@ def healthz(relay: GunicornRelay) -> tuple[int, dict[str, object]]:
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_bad_input_ends_or_is_ignored_for_that_call_alone(
-    case: Case, relay: GunicornRelay, normal_model: sm.StandinModel, teardown: Teardown
+    case: Case, gunicorn: GunicornRelay, normal_model: sm.StandinModel, teardown: Teardown
 ) -> None:
+    relay = gunicorn
     model = normal_model
     workers = relay.worker_pids()
     watch = LogWatch(relay.log)

@@ -15,17 +15,16 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from scripts import standin_model as sm
-from tests.conftest import API_KEY, GunicornRelay, free_port
+from tests.conftest import GunicornRelay, free_port
 from tests.hardening.support import (
     FIGURES,
-    SHORT_GREETING,
     GoodCall,
     LeakCheck,
     LogWatch,
@@ -79,14 +78,6 @@ FAULTS = [
 FAULTS_UNDER_GUNICORN = [f for f in FAULTS if f.openai_url == ""]
 
 
-@pytest.fixture
-def faulty() -> Iterator[sm.StandinModel]:
-    """A stand-in of its own (its behaviour is the test's), with the suite's short greeting."""
-    model = sm.StandinModel(api_key=API_KEY, speed=8.0, greeting_audio=SHORT_GREETING).start()
-    yield model
-    model.stop()
-
-
 def _openai_url(fault: Fault, model: sm.StandinModel) -> str:
     if fault.openai_url == "dns":
         return "wss://no-such-host.invalid/v1/realtime"  # RFC 6761: never resolves
@@ -105,13 +96,13 @@ def _assert_upstream_let_go(model: sm.StandinModel, fault: Fault) -> None:
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
 def test_an_upstream_fault_closes_twilio_within_two_seconds(
-    fault: Fault, make_relay: Any, faulty: sm.StandinModel, caplog: pytest.LogCaptureFixture,
+    fault: Fault, make_relay: Any, fresh_model: sm.StandinModel, caplog: pytest.LogCaptureFixture,
     teardown: Teardown,
 ) -> None:
     caplog.set_level(logging.INFO, logger="relay")
-    faulty.behaviour = fault.behaviour
-    relay = make_relay(_openai_url(fault, faulty), OPENAI_CONNECT_TIMEOUT_SECONDS="1",
-                       OPENAI_SESSION_TIMEOUT_SECONDS="1")
+    fresh_model.behaviour = fault.behaviour
+    relay = make_relay(_openai_url(fault, fresh_model), OPENAI_CONNECT_TIMEOUT_SECONDS="1",
+                       OPENAI_SESSION_TIMEOUT_SECONDS="2")
     socket.getaddrinfo("localhost", 80)  # the resolver's threads exist before the count
     leaks = LeakCheck()
 
@@ -122,7 +113,7 @@ def test_an_upstream_fault_closes_twilio_within_two_seconds(
     assert closed is not None and (closed.code, closed.reason) == (1011, fault.reason), closed
 
     if fault.midcall:
-        (record,) = faulty.sessions
+        (record,) = fresh_model.sessions
         assert record.fault_at is not None and call.received, "the fault did not strike mid-call"
         fault_wall = monotonic_to_wall(record.fault_at)
     else:
@@ -134,7 +125,7 @@ def test_an_upstream_fault_closes_twilio_within_two_seconds(
     assert not [r for r in caplog.records if "internal_error" in r.getMessage()]
 
     call.hang_up()
-    _assert_upstream_let_go(faulty, fault)
+    _assert_upstream_let_go(fresh_model, fault)
     leaks.assert_back()
     FIGURES.setdefault("upstream_faults_survived", set())
     FIGURES["upstream_faults_survived"].add(fault.name)  # type: ignore[attr-defined]
@@ -143,18 +134,18 @@ def test_an_upstream_fault_closes_twilio_within_two_seconds(
 
 @pytest.mark.parametrize("behaviour", [sm.RECOVERABLE_ERROR])
 def test_a_recoverable_error_does_not_end_the_call(
-    behaviour: str, make_relay: Any, faulty: sm.StandinModel, caplog: pytest.LogCaptureFixture,
+    behaviour: str, make_relay: Any, fresh_model: sm.StandinModel, caplog: pytest.LogCaptureFixture,
     teardown: Teardown,
 ) -> None:
     caplog.set_level(logging.INFO, logger="relay")
-    faulty.behaviour = behaviour
-    relay = make_relay(faulty.url)
+    fresh_model.behaviour = behaviour
+    relay = make_relay(fresh_model.url)
     leaks = LeakCheck()
     call = GoodCall(relay.ws_url).begin()
     teardown(call.abort)
     call.stream_for(10)  # audio keeps flowing, both ways, after the error
     assert call.hang_up().code == 1000
-    record = call.assert_lossless(faulty)
+    record = call.assert_lossless(fresh_model)
     assert record.fault_at is not None
     assert any(re.search(r"openai\.error .*fatal=false .*code=response_cancel_not_active", r.getMessage())
                for r in caplog.records)
@@ -165,8 +156,9 @@ def test_a_recoverable_error_does_not_end_the_call(
 
 @pytest.mark.parametrize("fault", FAULTS_UNDER_GUNICORN, ids=[f.name for f in FAULTS_UNDER_GUNICORN])
 def test_an_upstream_fault_under_gunicorn_leaks_no_descriptor(
-    fault: Fault, relay: GunicornRelay, normal_model: sm.StandinModel, teardown: Teardown
+    fault: Fault, gunicorn: GunicornRelay, normal_model: sm.StandinModel, teardown: Teardown
 ) -> None:
+    relay = gunicorn
     (worker,) = relay.worker_pids()
     fds_before = settle(lambda: fd_count(worker), 0, 0)
     watch = LogWatch(relay.log)
