@@ -1,0 +1,128 @@
+"""Limits and drains, against gunicorn as deployed, with 20 live calls each time.
+
+- ``RELAY_MAX_CALLS`` reached: every further upgrade gets a clean ``503`` before any
+  WebSocket or Realtime session exists, ``/healthz`` says ``saturated`` (so the load
+  balancer stops sending calls here), and the calls in progress lose nothing; once one
+  ends its slot takes a new call.
+- SIGTERM (a deploy) with 20 live calls: all 20 go on and end normally, byte for byte;
+  new upgrades get ``503`` and ``/healthz`` says ``draining``; the process exits after
+  the last call has ended, not before and not long after.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gevent
+
+from scripts import standin_model as sm
+from tests.conftest import launch_gunicorn, stop_gunicorn
+from tests.hardening.support import FIGURES, GoodCall, refusal, wait_until
+
+Teardown = Callable[[Callable[[], None]], None]
+CALLS = 20
+
+
+def _health(http_url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(http_url + "/healthz", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
+
+
+def _begin_all(ws_url: str, teardown: Teardown) -> list[GoodCall]:
+    calls = [GoodCall(ws_url) for _ in range(CALLS)]
+    for call in calls:
+        teardown(call.abort)
+        call.begin()
+    assert wait_until(lambda: all(c.first_audio.is_set() for c in calls), 10), "not every call heard the greeting"
+    for call in calls:
+        call.stream_for(5)
+    return calls
+
+
+def _stream_on(calls: list[GoodCall], frames: int) -> None:
+    """Let every call send ``frames`` more frames (they stream concurrently)."""
+    targets = [len(call.sent) + frames for call in calls]
+    for call, target in zip(calls, targets, strict=True):
+        call.stream_for(target)
+
+
+def _hang_up_all(calls: list[GoodCall], standin: sm.StandinModel) -> None:
+    closes = gevent.joinall([gevent.spawn(call.hang_up) for call in calls], raise_error=True)
+    assert [g.value.code for g in closes] == [1000] * len(calls)
+    for call in calls:
+        call.assert_lossless(standin)
+
+
+def test_at_max_calls_further_upgrades_get_a_clean_503(
+    fresh_model: sm.StandinModel, tmp_path: Path, teardown: Teardown
+) -> None:
+    relay = launch_gunicorn(fresh_model.url, tmp_path, RELAY_MAX_CALLS=str(CALLS))
+    teardown(lambda: stop_gunicorn(relay))
+    calls = _begin_all(relay.ws_url, teardown)
+
+    status, health = _health(relay.http_url)
+    assert (status, health["status"], health["active_calls"], health["max_calls"]) == (503, "saturated", CALLS, CALLS)
+    for _ in range(5):
+        assert refusal(relay.ws_url) == (503, f"relay is at capacity ({CALLS} calls)\n")
+    assert fresh_model.handshakes == CALLS, "a refused call opened a Realtime session"
+    assert relay.log().count("call.refused reason=saturated") == 5
+
+    # The calls in progress never noticed; when one ends, its slot takes a new call.
+    first, rest = calls[0], calls[1:]
+    _stream_on(calls, 10)
+    assert first.hang_up().code == 1000
+    assert wait_until(lambda: _health(relay.http_url)[0] == 200, 3), "the ended call kept its slot"
+    late = GoodCall(relay.ws_url).begin()
+    teardown(late.abort)
+    late.stream_for(5)
+    _hang_up_all([*rest, late], fresh_model)
+    first.assert_lossless(fresh_model)
+    assert _health(relay.http_url)[1]["active_calls"] == 0
+    FIGURES["saturation"] = (f"{CALLS} calls at RELAY_MAX_CALLS={CALLS}: 5 more upgrades got 503, "
+                             f"/healthz 503 saturated, {CALLS + 1} calls lossless")
+
+
+def test_sigterm_with_20_live_calls_drains_every_one(
+    fresh_model: sm.StandinModel, tmp_path: Path, teardown: Teardown
+) -> None:
+    relay = launch_gunicorn(fresh_model.url, tmp_path)
+    teardown(lambda: stop_gunicorn(relay))
+    calls = _begin_all(relay.ws_url, teardown)
+
+    relay.process.send_signal(signal.SIGTERM)
+    assert wait_until(lambda: _health(relay.http_url)[0] == 503, 5), "/healthz did not turn 503"
+    status, health = _health(relay.http_url)
+    assert health["status"] == "draining" and health["draining"] is True and health["active_calls"] == CALLS
+    assert refusal(relay.ws_url) == (503, "relay is draining for a deploy; retry on another instance\n")
+    assert fresh_model.handshakes == CALLS
+
+    # The live calls go on talking through the drain, both ways.
+    _stream_on(calls, 25)
+    assert relay.process.poll() is None and not any(call.closed.is_set() for call in calls)
+
+    # One call still open keeps the process alive; it exits soon after the last one ends.
+    _hang_up_all(calls[:-1], fresh_model)
+    time.sleep(0.5)
+    assert relay.process.poll() is None, "the relay exited with a call still live"
+    assert calls[-1].hang_up().code == 1000
+    last_ended = time.monotonic()
+    relay.process.wait(timeout=10)
+    exit_after_s = time.monotonic() - last_ended
+    assert relay.process.returncode == 0
+    calls[-1].assert_lossless(fresh_model)
+    ended = [line for line in relay.log().splitlines() if "call.ended" in line]
+    assert len(ended) == CALLS and all("reason=caller_hangup" in line for line in ended)
+    FIGURES["drain"] = (f"SIGTERM with {CALLS} live calls: {CALLS} ended by the caller, lossless; "
+                        f"new upgrades 503; exit {exit_after_s:.1f} s after the last call")
+

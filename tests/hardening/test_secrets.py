@@ -1,0 +1,147 @@
+"""Secrets and audio stay out of every log and every answer.
+
+The whole stack as deployed (the webhook and the relay each under gunicorn, the
+stand-in model), configured with distinctive secret values, takes a full call: a
+signed incoming-call webhook, the TwiML's stream, the greeting, the caller speaking,
+the assistant answering, barge-in, a hang-up. Then ``/healthz`` and
+``/diagnostic/openai`` (passing and failing) are read. Not one secret, stream token,
+caller number or audio payload may appear in any of it, at the default log level.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from relay import stream_token
+from scripts import audio
+from scripts import standin_model as sm
+from scripts.call import SimulatedCaller, target_from_webhook
+from tests.conftest import ROOT, free_port, launch_gunicorn, stop_gunicorn
+from tests.hardening.support import FIGURES
+
+Teardown = Callable[[Callable[[], None]], None]
+
+SECRETS = {
+    "OPENAI_API_KEY": "sk-proj-LIVELINEsecretOPENAIkey7Qx3",
+    "TWILIO_AUTH_TOKEN": "LIVELINEsecretTWILIOtoken9Kd2",
+    "STREAM_TOKEN_SECRET": "LIVELINEsecretSTREAMsecret-4Wp8-0123456789",
+    "DIAGNOSTIC_TOKEN": "LIVELINEsecretDIAGNOSTICtoken5Zr1",
+}
+# The numbers scripts/call.py's webhook POST gives as From and To (callers' numbers are PII).
+CALLER_NUMBER = "+15550199"
+CALLED_NUMBER = "+15550100"
+
+
+@pytest.fixture
+def standin() -> Iterator[sm.StandinModel]:
+    model = sm.StandinModel(api_key=SECRETS["OPENAI_API_KEY"], speed=4.0).start()
+    yield model
+    model.stop()
+
+
+def _launch_webhook(relay_url: str, log_dir: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "RELAY_PUBLIC_URL": relay_url,
+           "WEBHOOK_PUBLIC_URL": f"http://127.0.0.1:{port}",
+           "TWILIO_AUTH_TOKEN": SECRETS["TWILIO_AUTH_TOKEN"], "STREAM_TOKEN_SECRET": SECRETS["STREAM_TOKEN_SECRET"]}
+    log_path = log_dir / "webhook.log"
+    with open(log_path, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--no-control-socket", "-b", f"127.0.0.1:{port}",
+             "webhook_app.wsgi:app"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                break
+        except OSError:
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+    return process, url, log_path
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> str:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return str(response.read().decode())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return str(exc.read().decode())
+
+
+def test_a_full_call_leaks_no_secret_token_number_or_audio(
+    standin: sm.StandinModel, tmp_path: Path, teardown: Teardown
+) -> None:
+    relay = launch_gunicorn(standin.url, tmp_path, **SECRETS)
+    teardown(lambda: stop_gunicorn(relay))
+    webhook, webhook_url, webhook_log = _launch_webhook(relay.ws_url, tmp_path)
+    teardown(webhook.terminate)
+
+    # The call, placed the way Twilio places it: webhook first, then the TwiML's stream.
+    target = target_from_webhook(webhook_url, auth_token=SECRETS["TWILIO_AUTH_TOKEN"])
+    token = target.parameters[stream_token.PARAMETER_NAME]
+    speech = audio.read_wav_ulaw(audio.CALLER_WAV)
+    result = SimulatedCaller(target, auth_token=SECRETS["TWILIO_AUTH_TOKEN"], caller_audio=speech,
+                             hold_s=1.5, barge_in_after_s=0.3).run()
+    assert result.close_code == 1000 and result.first_audio_ms is not None, result.errors
+    (session,) = standin.sessions
+    assert session.appended and session.deltas_sent, "the call did not carry audio both ways"
+
+    # Every answer an operator can read.
+    answers = {
+        "healthz": _get(relay.http_url + "/healthz"),
+        "diagnostic_ok": _get(relay.http_url + "/diagnostic/openai",
+                              {"Authorization": f"Bearer {SECRETS['DIAGNOSTIC_TOKEN']}"}),
+        "diagnostic_refused": _get(relay.http_url + "/diagnostic/openai",
+                                   {"Authorization": "Bearer not-the-diagnostic-token"}),
+    }
+    assert json.loads(answers["diagnostic_ok"])["ok"] is True
+    # A relay whose key OpenAI refuses: its diagnostic says why, without the key.
+    wrong_key = "sk-proj-LIVELINEsecretWRONGkey2Hn6"
+    refused_relay = launch_gunicorn(standin.url, tmp_path, **{**SECRETS, "OPENAI_API_KEY": wrong_key})
+    teardown(lambda: stop_gunicorn(refused_relay))
+    answers["diagnostic_401"] = _get(refused_relay.http_url + "/diagnostic/openai",
+                                     {"Authorization": f"Bearer {SECRETS['DIAGNOSTIC_TOKEN']}"})
+    failed = json.loads(answers["diagnostic_401"])
+    assert failed["ok"] is False and failed["http_status"] == 401 and failed["error_code"] == "invalid_api_key"
+
+    stop_gunicorn(relay)
+    stop_gunicorn(refused_relay)
+    webhook.terminate()
+    webhook.wait(timeout=10)
+    logs = {"relay": relay.log(), "relay_401": refused_relay.log(), "webhook": webhook_log.read_text()}
+    assert "call.barge_in" in logs["relay"] and "reason=caller_hangup" in logs["relay"]
+    assert f"twilio.voice call_sid={target.call_sid}" in logs["webhook"]
+
+    forbidden = {**SECRETS, "WRONG_OPENAI_API_KEY": wrong_key, "stream token": token,
+                 "stream token MAC": token.rsplit(".", 1)[-1],
+                 "caller number": CALLER_NUMBER, "called number": CALLED_NUMBER}
+    payloads = set(result.sent_payloads) | set(result.media_payloads)
+    assert len(payloads) > 20
+    texts = {**logs, **answers}
+    for where, text in texts.items():
+        for name, value in forbidden.items():
+            assert value not in text, f"{name} appears in {where}"
+            if name in SECRETS:  # nor a telling fragment of it (e.g. the key's tail)
+                assert value[-12:] not in text and value[:16] not in text, f"part of {name} in {where}"
+        leaked = [p for p in payloads if len(p) >= 16 and p in text]
+        assert not leaked, f"{len(leaked)} audio payloads appear in {where}"
+        # No long base64 run at all: an audio frame is 216 characters of it.
+        assert not re.search(r"[A-Za-z0-9+/]{120,}={0,2}", text), f"a base64 blob appears in {where}"
+    FIGURES["secrets"] = (f"{len(forbidden)} secret values, {len(payloads)} audio payloads checked in "
+                          f"{len(logs)} logs ({sum(len(t.splitlines()) for t in logs.values())} lines) "
+                          f"and {len(answers)} answers: none found")
+
