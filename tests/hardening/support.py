@@ -196,6 +196,7 @@ class GoodCall:
         self.closed = Event()
         self._stop = Event()
         self.heard_bytes = 0
+        self.gone_at = 0.0  # when the caller vanished (drop, close_without_stop)
         self._ws: websocket.WebSocket | None = None
         self._greenlets: list[gevent.Greenlet] = []
 
@@ -283,8 +284,18 @@ class GoodCall:
         assert ws is not None
         self._stop.set()
         self._greenlets[1].join(5)
+        self.gone_at = time.monotonic()
         ws.shutdown()
         gevent.joinall(self._greenlets, timeout=5)
+
+    def close_without_stop(self) -> None:
+        """Stop streaming and send a close frame, with no ``stop`` before it."""
+        ws = self._ws
+        assert ws is not None
+        self._stop.set()
+        self._greenlets[1].join(5)
+        self.gone_at = time.monotonic()
+        ws.send_close()
 
     def abort(self) -> None:
         """Let go of everything, whatever state the call is in (test teardown)."""

@@ -119,7 +119,7 @@ def test_sigterm_with_20_live_calls_drains_every_one(
     last_ended = time.monotonic()
     relay.process.wait(timeout=10)
     exit_after_s = time.monotonic() - last_ended
-    assert relay.process.returncode == 0
+    assert relay.process.returncode == 0 and exit_after_s < 5, exit_after_s
     calls[-1].assert_lossless(fresh_model)
     ended = [line for line in relay.log().splitlines() if "call.ended" in line]
     assert len(ended) == CALLS and all("reason=caller_hangup" in line for line in ended)

@@ -10,7 +10,8 @@ state machine, on inputs nobody thought to write down.
   verified start, no caller audio before the session is ready, exactly one EndCall and
   silence after it, a mark after each delta, truncation never beyond what was heard.
 
-Bounded: at most 200 examples a property, a deadline on each, no example database.
+Bounded: at most 200 examples a property, no example database; no per-example deadline
+(a slow CI runner is not a failure).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from relay.replay_guard import ReplayGuard
 from relay.ws_frames import OP_BINARY, OP_TEXT, FrameDecoder, encode_frame
 from tests.hardening.support import FIGURES
 
-BOUNDED = settings(max_examples=200, deadline=1000, database=None,
+BOUNDED = settings(max_examples=200, deadline=None, database=None,
                    suppress_health_check=[HealthCheck.too_slow])
 
 # -- strategies -------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from tests.hardening.support import (
     line_time,
     monotonic_to_wall,
     settle,
+    steady,
     wait_until,
 )
 
@@ -120,7 +121,6 @@ def test_an_upstream_fault_closes_twilio_within_two_seconds(
         records = [r for r in caplog.records if re.search(fault.log, r.getMessage())]
         assert records, f"no log line matching {fault.log!r}"
         fault_wall = records[0].created
-    assert any(re.search(fault.log, r.getMessage()) for r in caplog.records), fault.log
     assert 0 <= closed.wall - fault_wall < 2.0, f"Twilio closed {closed.wall - fault_wall:.2f} s after the fault"
     assert not [r for r in caplog.records if "internal_error" in r.getMessage()]
 
@@ -160,7 +160,7 @@ def test_an_upstream_fault_under_gunicorn_leaks_no_descriptor(
 ) -> None:
     relay = gunicorn
     (worker,) = relay.worker_pids()
-    fds_before = settle(lambda: fd_count(worker), 0, 0)
+    fds_before = steady(lambda: fd_count(worker))
     watch = LogWatch(relay.log)
     normal_model.behaviour = fault.behaviour
     handshakes = normal_model.handshakes
@@ -178,7 +178,7 @@ def test_an_upstream_fault_under_gunicorn_leaks_no_descriptor(
         fault_wall = monotonic_to_wall(record.fault_at)
     else:
         fault_wall = line_time(line)
-    assert closed.wall - fault_wall < 2.0, f"Twilio closed {closed.wall - fault_wall:.2f} s after the fault"
+    assert 0 <= closed.wall - fault_wall < 2.0, f"Twilio closed {closed.wall - fault_wall:.2f} s after the fault"
     call.hang_up()
 
     assert normal_model.handshakes == handshakes + fault.handshakes
