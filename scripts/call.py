@@ -152,6 +152,7 @@ class SimulatedCaller:
         barge_in_after_s: float | None = None,
         timeout_s: float = 10.0,
         extra_headers: dict[str, str] | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.target = target
         self.auth_token = auth_token
@@ -163,6 +164,7 @@ class SimulatedCaller:
         self.barge_in_after_s = barge_in_after_s
         self.timeout_s = timeout_s
         self.extra_headers = extra_headers or {}
+        self.ca_file = ca_file  # trust this CA for wss:// instead of the public ones
         self.stream_sid = new_sid("MZ")
         self.result = CallResult()
         self.playback = _Playback()
@@ -192,7 +194,8 @@ class SimulatedCaller:
         try:
             self._ws = websocket.create_connection(
                 self.target.url, timeout=self.timeout_s,
-                header=[f"{k}: {v}" for k, v in headers.items()], suppress_origin=True)
+                header=[f"{k}: {v}" for k, v in headers.items()], suppress_origin=True,
+                sslopt={"ca_certs": self.ca_file} if self.ca_file else None)
         except websocket.WebSocketBadStatusException as exc:
             self.result.handshake_status = exc.status_code
             self.result.handshake_body = (exc.resp_body or b"").decode("utf-8", "replace")

@@ -666,7 +666,8 @@ def check_synthetic_call(t: RelayTarget) -> Outcome:
                       "on it for the diagnosis, or give STREAM_TOKEN_SECRET instead of --webhook")
     utterance = audio.read_wav_ulaw(audio.CALLER_WAV)
     caller = SimulatedCaller(stream, auth_token=t.auth_token, caller_audio=utterance, wait_for_audio=False,
-                             hold_s=t.call_timeout_s + _STILL_SETTING_UP_S, timeout_s=t.call_timeout_s)
+                             hold_s=t.call_timeout_s + _STILL_SETTING_UP_S, timeout_s=t.call_timeout_s,
+                             ca_file=t.ca_file)
     # run() holds the line for hold_s; hang up as soon as the assistant is heard (or time is up).
     line = threading.Thread(target=caller.run, name="verify-call", daemon=True)
     line.start()
