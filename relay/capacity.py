@@ -82,7 +82,9 @@ def _alive(pid: int) -> bool:
 class CallTable:
     """Shared per-worker call counts; create it before the workers fork."""
 
-    def __init__(self, slots: int = 128) -> None:
+    # Twice RELAY_WORKERS's maximum (256): a replacement worker claims its slot before the
+    # slot of the worker it replaces is reclaimed.
+    def __init__(self, slots: int = 512) -> None:
         self.slots = slots
         self._file = tempfile.TemporaryFile(prefix="liveline-calls-")
         self._file.truncate(_SLOT.size * slots)

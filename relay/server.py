@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -242,6 +243,9 @@ class RelayHandler(WebSocketHandler):
         self.socket.settimeout(0.0)  # peek must not wait for more
         try:
             data: bytes = self.rfile.peek(65536)
+        except (BlockingIOError, ssl.SSLWantReadError):  # nothing buffered (TLS says so this way)
+            return b""
+        else:
             if data:
                 self.rfile.read(len(data))
             return data
@@ -254,11 +258,14 @@ class RelayHandler(WebSocketHandler):
         # The library's WebSocket object would send a code-less close frame when collected.
         self.websocket.closed = True
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = server_connection(self.socket, self._read_buffered(), max_message_bytes=MAX_TWILIO_MESSAGE_BYTES)
-        try:
+        conn: WebSocketConnection | None = None
+        try:  # the call slot ``admit`` took comes back whatever fails, even setting up
+            conn = server_connection(self.socket, self._read_buffered(),
+                                     max_message_bytes=MAX_TWILIO_MESSAGE_BYTES)
             app.run_call(conn)
         finally:
-            conn.release()
+            if conn is not None:
+                conn.release()
             app.release()
             self.websocket = None
             self.environ["wsgi.websocket"] = None

@@ -239,6 +239,25 @@ def test_tls_trusted_then_a_host_the_certificate_does_not_name(
     assert "the certificate is not valid for 127.0.0.1" in failed_layer(out)
 
 
+
+def test_a_relay_serving_tls_itself_takes_a_whole_call(
+        run_script: Run, serve: Serve, standin: StandinModel, certificate: Certificate) -> None:
+    # gunicorn given a certificate: the upgraded stream is read through TLS, not the raw socket.
+    from relay.server import RelayHandler
+
+    apps: list[Any] = []
+
+    def bind(port: int) -> Any:
+        apps.append(relay_app(standin.url, f"wss://localhost:{port}"))
+        return apps[0]
+
+    port = serve(None, handler_class=RelayHandler, ssl_context=certificate.server_context(), bind=bind)
+    code, out = run_script(verify_relay.main, f"wss://localhost:{port}", "--ca-file", str(certificate.cert),
+                           env={**SECRETS, "RELAY_PUBLIC_URL": f"wss://localhost:{port}"})
+    assert code == 0, out
+    assert "✓ synthetic call" in out
+    assert apps[0].counter.total() == 0, "a call slot was never released"
+
 # -- all well ----------------------------------------------------------------------------------------
 
 
