@@ -75,8 +75,10 @@ class _StartBody(Struct, frozen=True, gc=False, rename="camel"):
     stream_sid: StreamSid
     call_sid: CallSid
     account_sid: str = ""
-    tracks: tuple[str, ...] = ("inbound",)
-    custom_parameters: dict[str, str] = field(default_factory=dict)
+    # Null is read as absent: a start refused for a null would end the call only at the
+    # start timeout, seconds later, instead of at once with its real reason.
+    tracks: tuple[str, ...] | None = ("inbound",)
+    custom_parameters: dict[str, str] | None = field(default_factory=dict)
     media_format: _MediaFormat = field(default_factory=_MediaFormat)
 
 
@@ -110,12 +112,12 @@ class Start(Struct, frozen=True, gc=False, tag_field="event", tag=EVENT_START):
     @property
     def custom_parameters(self) -> dict[str, str]:
         """The ``<Parameter>`` values from the TwiML."""
-        return self.start.custom_parameters
+        return self.start.custom_parameters or {}
 
     @property
     def tracks(self) -> tuple[str, ...]:
         """Tracks streamed (always ``inbound`` with ``<Connect>``)."""
-        return self.start.tracks
+        return self.start.tracks or ("inbound",)
 
     @classmethod
     def of(cls, stream_sid: str, call_sid: str, custom_parameters: dict[str, str] | None = None,

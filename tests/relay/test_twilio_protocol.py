@@ -70,3 +70,13 @@ def test_media_parse_keeps_payload_untouched() -> None:
     payload = "no+JhoaJjpzS" * 18
     event = tw.parse(json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": payload}}))
     assert isinstance(event, tw.Media) and event.payload == payload
+
+
+def test_a_start_with_null_parameters_or_tracks_still_parses() -> None:
+    # Refused as invalid, it would leave the call waiting for the start timeout.
+    text = json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": "MZ" + "a" * 32,
+                       "start": {"streamSid": "MZ" + "a" * 32, "callSid": "CA" + "b" * 32,
+                                 "tracks": None, "customParameters": None}})
+    start = tw.parse(text)
+    assert isinstance(start, tw.Start)
+    assert start.custom_parameters == {} and start.tracks == ("inbound",)
