@@ -327,7 +327,7 @@ class CallBridge:
                 done.usage.get("total_tokens"), done.usage.get("input_tokens"),
                 done.usage.get("output_tokens"),
             )
-            if done.status == "failed" and done.reason in oai.FATAL_ERROR_CODES:
+            if done.fatal:
                 # Quota and key failures surface here too (protocols.md 2.4): every later
                 # response would fail the same way, so end the call and let the fallback play.
                 self.log.error("openai.response_failed fatal=true reason=%s", done.reason)

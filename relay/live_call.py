@@ -319,10 +319,7 @@ class LiveCall:
         try:
             if conn is None:
                 raise ConnectionClosed("not connected")
-            if len(texts) == 1:
-                conn.send_text(texts[0])
-            else:
-                conn.send_texts(texts)
+            conn.send_texts(texts)
         except ConnectionClosed as exc:
             if not self.ended:
                 self._execute(self.bridge.on_upstream_closed(None, f"send failed: {exc}"))

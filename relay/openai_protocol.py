@@ -196,6 +196,11 @@ class ResponseDone(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_RES
         return ""
 
     @property
+    def fatal(self) -> bool:
+        """True when it failed for a reason every later response would share (quota, key)."""
+        return self.status == "failed" and self.reason in FATAL_ERROR_CODES
+
+    @property
     def usage(self) -> dict[str, int]:
         """Token counts the API reported."""
         usage = self.response.usage

@@ -36,7 +36,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Protocol, cast
+from typing import cast
 
 import gevent
 from gevent.event import Event
@@ -65,31 +65,6 @@ Messages = list[str | bytes]
 
 class ConnectionClosed(ConnectionError):
     """A send was attempted after the close handshake started or the socket died."""
-
-
-class NonBlockingIO(Protocol):
-    """Non-blocking byte I/O on one connection.
-
-    ``recv``/``send`` follow the socket module: ``recv`` returns b"" at end of stream and
-    raises BlockingIOError when nothing is there yet; ``send`` returns the bytes taken
-    and raises BlockingIOError when the kernel takes none. For plain TCP they *are* the
-    C socket's methods, so the per-frame path makes no Python call to reach the kernel.
-    """
-
-    recv: Callable[[int], bytes]
-    send: Callable[[bytes | memoryview], int]
-
-    def fileno(self) -> int:
-        """The descriptor to watch."""
-        ...
-
-    def shutdown(self) -> None:
-        """Shut both directions down (readers then see end of stream)."""
-        ...
-
-    def close(self) -> None:
-        """Release the descriptor."""
-        ...
 
 
 class PlainIO:
@@ -181,12 +156,20 @@ class _MaskSource:
         return self._pool[offset : offset + 4]
 
 
+# Non-blocking byte I/O on one connection. ``recv``/``send`` follow the socket module:
+# ``recv`` returns b"" at end of stream and raises BlockingIOError when nothing is there
+# yet; ``send`` returns the bytes taken and raises BlockingIOError when the kernel takes
+# none. For plain TCP they *are* the C socket's methods, so the per-frame path makes no
+# Python call to reach the kernel.
+NonBlockingIO = PlainIO | TLSIO
+
+
 class WebSocketConnection:
     """A WebSocket after its handshake; see the module docstring."""
 
     def __init__(
         self,
-        io: PlainIO | TLSIO,
+        io: NonBlockingIO,
         *,
         client: bool,
         max_message_bytes: int,
@@ -205,7 +188,6 @@ class WebSocketConnection:
         self.blocked_since = 0.0  # when data started waiting for the peer to read; 0 if none
         self._on_messages: Callable[[Messages], None] | None = None
         self._on_end: Callable[[FrameError | None], None] | None = None
-        self.reading = False
         self.ended = False
         self.broken = False
         self._released = False
@@ -225,7 +207,6 @@ class WebSocketConnection:
         """Deliver every message to ``on_messages`` (in the hub) until ``on_end`` runs once."""
         self._on_messages = on_messages
         self._on_end = on_end
-        self.reading = True
         self._read_watcher.start(self._on_readable)
         if self._initial:
             self._loop.run_callback(self._on_readable)
@@ -288,7 +269,6 @@ class WebSocketConnection:
         if self.ended:
             return
         self.ended = True
-        self.reading = False
         self._read_watcher.stop()
         if self._on_end is not None:
             self._on_end(error)
@@ -337,10 +317,7 @@ class WebSocketConnection:
 
     def send_text(self, text: str) -> None:
         """Send one text message."""
-        if self.close_sent:
-            raise ConnectionClosed("close frame already sent")
-        masks = self._masks
-        self._write(encode_frame(OP_TEXT, text.encode(), masks.next() if masks is not None else None))
+        self.send_texts((text,))
 
     def _write(self, data: bytes) -> None:
         if self.broken:
@@ -416,11 +393,6 @@ class WebSocketConnection:
         self._write_watcher.close()
         self.abort()
         self.io.close()
-
-    @property
-    def closed_by_peer(self) -> bool:
-        """True once the peer's close frame has arrived."""
-        return self.close_code is not None
 
 
 def server_connection(sock: socket.socket, initial: bytes, *, max_message_bytes: int) -> WebSocketConnection:

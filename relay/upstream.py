@@ -161,7 +161,6 @@ class UpstreamConnector:
             pre.sock.close()
             raise
         pre.timings_ms["handshake"] = (time.monotonic() - started) * 1000
-        pre.sock.settimeout(None)
         return client_connection(pre.sock, max_message_bytes=MAX_OPENAI_MESSAGE_BYTES)
 
     def connect(self) -> tuple[WebSocketConnection, dict[str, float]]:
