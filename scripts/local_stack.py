@@ -140,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                   "webhook": f"http://127.0.0.1:{args.webhook_port}/healthz"}
         for name, proc in processes:
             if name in checks and not wait_http(checks[name], 30, proc):
+                if stopping.is_set():  # Ctrl-C while starting: the children exited on it too
+                    return 0
                 print(f"\n{name} did not come up: see its error above.", file=sys.stderr)
-                stop()
                 return 1
         print(f"""
 Liveline is running:
@@ -157,15 +158,12 @@ Ctrl-C stops everything.
                 if proc.poll() is not None and not stopping.is_set():
                     print(f"{name} exited with status {proc.returncode}; stopping the stack.",
                           file=sys.stderr)
-                    stop()
                     return 1
             time.sleep(0.2)
         print("\nstopping...", flush=True)
-        stop()
         return 0
-    except KeyboardInterrupt:
+    finally:
         stop()
-        return 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.conftest import ROOT, free_port, wait_http
@@ -41,3 +42,27 @@ def test_make_run_then_make_call_hears_the_assistant(tmp_path: Path) -> None:
     finally:
         stack.send_signal(signal.SIGINT)
         assert stack.wait(timeout=20) == 0, log.read_text()
+
+
+def test_ctrl_c_while_the_stack_starts_is_a_clean_stop(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OPENAI_", "RELAY_", "TWILIO_", "STREAM_", "WEBHOOK_", "DIAGNOSTIC_"))}
+    ports = [free_port() for _ in range(3)]
+    log = tmp_path / "stack.log"
+    with open(log, "wb") as out:
+        stack = subprocess.Popen(
+            [sys.executable, "-m", "scripts.local_stack", "--relay-port", str(ports[0]),
+             "--webhook-port", str(ports[1]), "--standin-port", str(ports[2]),
+             "--env-file", str(tmp_path / "stack.env")],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while "Starting gunicorn" not in log.read_text():  # the relay is booting, not yet up
+            assert stack.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        os.killpg(stack.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
+        assert stack.wait(timeout=20) == 0, log.read_text()
+        assert "did not come up" not in log.read_text()
+    finally:
+        if stack.poll() is None:
+            os.killpg(stack.pid, signal.SIGKILL)
