@@ -98,7 +98,6 @@ class LoadCall:
         self.mark_prefix = '{"event":"mark","streamSid":"' + sid + '","mark":{"name":"'
         # What the relay sends (relay/twilio_protocol.Outbound), for the hot path.
         self.media_prefix = '{"event":"media","streamSid":"' + sid + '","media":{"payload":"'
-        self.echo_prefix = self.mark_prefix
 
     def connect(self) -> None:
         """Signed upgrade (websocket-client does the handshake), then connected + start."""
@@ -133,8 +132,8 @@ class LoadCall:
                     start = len(self.media_prefix)
                     self._media(bench_stats.read_tag(raw[start:start + 32]), now, received)
                     continue
-                if raw.startswith(self.echo_prefix) and raw.endswith('"}}'):
-                    self.marks.append((self.play_cursor, raw[len(self.echo_prefix):-3]))
+                if raw.startswith(self.mark_prefix) and raw.endswith('"}}'):
+                    self.marks.append((self.play_cursor, raw[len(self.mark_prefix):-3]))
                     continue
             try:
                 message = _decode(raw)

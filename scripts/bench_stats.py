@@ -85,12 +85,6 @@ class Direction:
         }
 
 
-def count_received(seqs_by_call: dict[int, set[int]], window: tuple[int, int]) -> int:
-    """Frames received whose sequence number lies in ``window`` (first, last), inclusive."""
-    low, high = window
-    return sum(1 for seqs in seqs_by_call.values() for seq in seqs if low <= seq <= high)
-
-
 # (key, title, width, format): latencies in ms, "up" = caller -> model, "dn" = model -> caller.
 COLUMNS = [
     ("calls", "N", 5, "{}"),

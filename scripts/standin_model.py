@@ -145,6 +145,8 @@ class _Session:
         self.appended_ms = 0
         self.out_of_quota = False
         self.closed = Event()
+        self.load_seq = -1  # load mode: the next frame's sequence number; -1 while not streaming
+        self.stream_started_ns = 0
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}_standin_{self.record.number}_{next(self.ids)}"
@@ -462,7 +464,6 @@ class StandinModel:
         self.reply = reply
         self.load = load
         self.load_stats = LoadStats()
-        self._streams: dict[_Session, int] = {}  # session -> next sequence number
         self._slots: list[list[_Session]] = [[] for _ in range(bench_stats.SLOTS)]
         self._ticker: gevent.Greenlet | None = None
         self.handshakes = 0
@@ -519,16 +520,18 @@ class StandinModel:
         nil, so a benchmark's first-audio figure is the relay's); the rest follow on the
         session's slot of the shared 20 ms schedule.
         """
+        if session.load_seq >= 0:
+            return  # already streaming (another response.create): one frame per 20 ms is all
         session.stream_started_ns = time.monotonic_ns()
-        self._streams[session] = 0
+        session.load_seq = 0
         self._slots[session.record.number % bench_stats.SLOTS].append(session)
         self._send_frame(session, time.monotonic_ns())
         if self._ticker is None or self._ticker.dead:
             self._ticker = gevent.spawn(self._tick)
 
     def _send_frame(self, session: _Session, now_ns: int) -> None:
-        seq = self._streams[session]
-        self._streams[session] = seq + 1
+        seq = session.load_seq
+        session.load_seq = seq + 1
         frame = bench_stats.tagged_frame(session.record.number, seq, now_ns)
         text = ('{"type":"response.output_audio.delta","event_id":"e","response_id":"resp_load",'
                 f'"item_id":"item_load_{session.record.number}","output_index":0,'
@@ -536,7 +539,7 @@ class StandinModel:
         try:
             session.conn.send_text(text)
         except OSError:
-            del self._streams[session]
+            session.load_seq = -1  # its slot lets go of it on the next tick
             return
         self.load_stats.down_sent_ns.append(now_ns)
         if seq == 0:
@@ -548,12 +551,11 @@ class StandinModel:
         # a frame every 20 ms, but the relay is not handed every call's frame at once.
         slot = 0
         next_tick = time.monotonic()
-        while self._streams:
+        while any(self._slots):
             now_ns = time.monotonic_ns()
             sessions = self._slots[slot]
             for session in list(sessions):
-                if session.closed.is_set() or session not in self._streams:
-                    self._streams.pop(session, None)
+                if session.closed.is_set() or session.load_seq < 0:
                     sessions.remove(session)
                     continue
                 self._send_frame(session, now_ns)
