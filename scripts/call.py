@@ -41,6 +41,7 @@ from twilio.request_validator import RequestValidator
 
 from relay import stream_token
 from scripts import audio
+from scripts.checklist import DEFAULT_ENV_FILE, read_env_file
 
 STREAM_PATH = "/twilio/realtime"
 
@@ -420,16 +421,6 @@ def target_from_webhook(webhook_url: str, *, auth_token: str, public_url: str | 
     return StreamTarget(stream_url, stream_url, params, sid, via=f"webhook {url} (TwiML <Connect><Stream>)")
 
 
-def _load_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if "=" in line and not line.lstrip().startswith("#"):
-                key, _, value = line.partition("=")
-                values[key.strip()] = value.strip()
-    return values
-
-
 def print_report(result: CallResult, target: StreamTarget, out: Path | None) -> None:
     """The timeline, as an operator reads it."""
     print(f"call {target.call_sid} -> {target.url}")
@@ -454,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--relay", help="relay base URL (ws://, wss://, http:// or https://)")
     where.add_argument("--webhook", help="webhook base URL: start the call there, as Twilio does")
-    parser.add_argument("--env-file", default=".local/stack.env",
+    parser.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE,
                         help="read secrets and URLs from this file (written by make run)")
     parser.add_argument("--wav", default=str(audio.CALLER_WAV), help="what the caller says")
     parser.add_argument("--out", default="call.wav", help="save what the caller heard here")
@@ -463,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="talk over the greeting instead of waiting for it")
     args = parser.parse_args(argv)
 
-    env = {**_load_env_file(Path(args.env_file)), **os.environ}
+    env = {**(read_env_file(args.env_file) if args.env_file.exists() else {}), **os.environ}
     auth_token = env.get("TWILIO_AUTH_TOKEN")
     if args.webhook or (not args.relay and env.get("WEBHOOK_URL")):
         target = target_from_webhook(args.webhook or env["WEBHOOK_URL"], auth_token=auth_token or "",

@@ -27,25 +27,17 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from scripts import checklist
+
 ROOT = Path(__file__).resolve().parent.parent
-ENV_FILE = ROOT / ".local" / "stack.env"
+ENV_FILE = checklist.DEFAULT_ENV_FILE
 GENERATED = ("TWILIO_AUTH_TOKEN", "STREAM_TOKEN_SECRET", "DIAGNOSTIC_TOKEN")
-
-
-def _load(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if "=" in line and not line.startswith("#"):
-                key, _, value = line.partition("=")
-                values[key] = value
-    return values
 
 
 def stack_environment(base: dict[str, str], *, relay_port: int, webhook_port: int,
                       standin_port: int, env_file: Path = ENV_FILE) -> tuple[dict[str, str], bool]:
     """The environment for every process, and whether the stand-in model is needed."""
-    saved = _load(env_file)
+    saved = checklist.read_env_file(env_file) if env_file.exists() else {}
     env = dict(base)
     for name in GENERATED:
         if not env.get(name):

@@ -62,10 +62,9 @@ from twilio.request_validator import RequestValidator
 from relay.errors import FrameError
 from relay.ws_frames import OP_CLOSE, FrameDecoder, encode_close
 from scripts import audio, checklist
-from scripts.call import SimulatedCaller, StreamTarget, target_from_relay, target_from_webhook
+from scripts.call import STREAM_PATH, SimulatedCaller, StreamTarget, target_from_relay, target_from_webhook
 from scripts.checklist import Layer, Outcome, Report, failed, passed, skipped
 
-STREAM_PATH = "/twilio/realtime"
 HEALTH_PATH = "/healthz"
 DIAGNOSTIC_PATH = "/diagnostic/openai"
 RELAY_426_TEXT = "WebSocket connection expected"

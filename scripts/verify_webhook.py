@@ -45,12 +45,11 @@ from twilio.request_validator import RequestValidator
 
 from relay import stream_token
 from scripts import checklist
-from scripts.call import new_sid
+from scripts.call import STREAM_PATH, new_sid
 from scripts.checklist import HttpAnswer, Layer, Outcome, Report, failed, passed, skipped
 
 VOICE_PATH = "/twilio/voice"
 STATUS_PATH = "/twilio/status"
-STREAM_PATH = "/twilio/realtime"
 UNSIGNED_DIAGNOSIS = "the webhook accepts unsigned requests — anyone can start calls on your OpenAI bill"
 USER_AGENT = "TwilioProxy/1.1 (liveline-verify-webhook)"
 # Twilio waits at most 15 s for the answer (error 11200, protocols.md 1.7).
