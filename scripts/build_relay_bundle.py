@@ -28,19 +28,22 @@ import re
 import subprocess
 import sys
 import tempfile
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(ROOT))
+
+from scripts import reproducible_zip  # noqa: E402
+
 REQUIREMENTS = "requirements/relay.txt"
 PYTHON_VERSION = "3.11"  # Amazon Linux 2023's python3.11 package (infra/modules/relay)
 # Amazon Linux 2023 has glibc 2.34: any manylinux wheel up to manylinux_2_34 runs there. pip matches
 # --platform tags literally (it widens only manylinux2014/2010), so every level is listed.
 GLIBC_MINOR_MAX = 34
 ARCHITECTURES = {"x86_64": "x86_64", "aarch64": "arm64"}  # wheel tag -> EC2 name
-ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 class BundleError(Exception):
@@ -67,16 +70,10 @@ def normalize(name: str) -> str:
 
 def parse_requirements(text: str) -> list[Requirement]:
     """Every ``name==version`` line; anything else that is not a comment is an error."""
-    pins = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)", line)
-        if not match:
-            raise BundleError(f"{REQUIREMENTS}:{number}: {line!r} is not pinned as name==version")
-        pins.append(Requirement(match.group(1), match.group(2)))
-    return pins
+    try:
+        return [Requirement(name, version) for name, version in reproducible_zip.read_pins(text, REQUIREMENTS)]
+    except reproducible_zip.PinError as exc:
+        raise BundleError(str(exc)) from None
 
 
 def platforms(arch: str) -> list[str]:
@@ -140,20 +137,10 @@ def bundle_files(root: Path, wheels: Iterable[Path]) -> dict[str, Path]:
 
 def write_zip(output: Path, files: dict[str, Path], metadata: dict[str, object]) -> None:
     """Write a byte-for-byte reproducible zip: sorted names, fixed time, fixed modes."""
-    output.parent.mkdir(parents=True, exist_ok=True)
     entries = {name: path.read_bytes() for name, path in files.items()}
     entries["BUNDLE.json"] = (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()
-    temporary = output.with_name(output.name + ".tmp")
-    with zipfile.ZipFile(temporary, "w") as archive:
-        for name in sorted(entries):
-            info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
-            info.create_system = 3  # Unix, so external_attr means st_mode
-            info.external_attr = 0o100644 << 16
-            # Wheels are zips already: store them as they are.
-            stored = name.endswith(".whl")
-            info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
-            archive.writestr(info, entries[name], compresslevel=None if stored else 9)
-    temporary.replace(output)
+    # Wheels are zips already: store them as they are.
+    reproducible_zip.write_zip(output, entries, stored=lambda name: name.endswith(".whl"))
 
 
 def build(

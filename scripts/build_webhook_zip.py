@@ -21,7 +21,7 @@ file mode 0644 (Lambda runs the code as another user: it must be world-readable)
 Terraform's ``source_code_hash`` compares.
 
 Needs pip and network access to the package index. Standard library only otherwise;
-imports nothing from the project.
+from the project it imports only scripts/reproducible_zip.py.
 """
 
 from __future__ import annotations
@@ -29,16 +29,19 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(ROOT))
+
+from scripts import reproducible_zip  # noqa: E402
+
 REQUIREMENTS = ROOT / "requirements" / "webhook-lambda.txt"
 CODE_DIR = ROOT / "webhook_app"
 DEFAULT_OUT = ROOT / "build" / "webhook-lambda.zip"
@@ -48,26 +51,12 @@ LAMBDA_PYTHON_VERSION = "3.12"
 # Lambda architecture -> the manylinux platform tag pip installs wheels for.
 LAMBDA_PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 
-ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
-ZIP_FILE_MODE = 0o100644  # regular file, rw-r--r--
-ZIP_CREATE_SYSTEM = 3  # Unix, so the mode above is honoured whatever OS builds the zip
-ZIP_COMPRESS_LEVEL = 9
-
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)$")
-
-
 def read_pins(path: Path = REQUIREMENTS) -> list[tuple[str, str]]:
     """Return (name, version) for each line of a requirements file; refuse anything not ``name==version``."""
-    pins: list[tuple[str, str]] = []
-    for number, raw in enumerate(path.read_text().splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        match = _PIN.match(line)
-        if match is None:
-            raise SystemExit(f"{path}:{number}: {line!r} is not pinned as name==version")
-        pins.append((match.group(1), match.group(2)))
-    return pins
+    try:
+        return reproducible_zip.read_pins(path.read_text(), path)
+    except reproducible_zip.PinError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def stage_code(target: Path, code_dir: Path = CODE_DIR) -> None:
@@ -106,19 +95,9 @@ def zip_entries(source: Path) -> Iterator[tuple[str, Path]]:
 
 def write_zip(source: Path, out: Path) -> int:
     """Write ``source`` to ``out`` deterministically; return the number of files."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    count = 0
-    with zipfile.ZipFile(partial, "w") as archive:
-        for name, path in zip_entries(source):
-            info = zipfile.ZipInfo(name, date_time=ZIP_DATE_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.create_system = ZIP_CREATE_SYSTEM
-            info.external_attr = ZIP_FILE_MODE << 16
-            archive.writestr(info, path.read_bytes(), compresslevel=ZIP_COMPRESS_LEVEL)
-            count += 1
-    partial.replace(out)
-    return count
+    entries = {name: path.read_bytes() for name, path in zip_entries(source)}
+    reproducible_zip.write_zip(out, entries)
+    return len(entries)
 
 
 def digests(path: Path) -> tuple[str, str]:
