@@ -37,7 +37,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts import bench_stats  # noqa: E402
+from scripts import bench_stats, local_stack  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -58,17 +58,9 @@ def _pinned(cores: str | None, argv: list[str]) -> list[str]:
     return argv
 
 
-def _wait_http(url: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                response.read()
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+def _wait_up(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    if not local_stack.wait_http(url, 20, process):
+        raise SystemExit(f"bench: {url} did not come up; see {log}")
 
 
 def _tree(pid: int) -> list[int]:
@@ -131,7 +123,7 @@ class Bench:
             cwd=ROOT, stdout=standin_log, stderr=subprocess.STDOUT))
         self.standin = self.processes[-1]
         self.standin_http = f"http://127.0.0.1:{self.standin_port}"
-        _wait_http(self.standin_http + "/")
+        _wait_up(self.standin_http + "/", self.standin, self.log_dir / "standin.log")
         if args.relay_url:
             base = args.relay_url.rstrip("/")
             self.relay_ws = "ws" + base[4:] if base.startswith("http") else base
@@ -160,7 +152,7 @@ class Bench:
         self.relay_ws = f"ws://127.0.0.1:{port}"
         self.relay_http = f"http://127.0.0.1:{port}"
         self.signed_url = self.relay_ws + "/twilio/realtime"
-        _wait_http(self.relay_http + "/healthz")
+        _wait_up(self.relay_http + "/healthz", self.relay, self.log_dir / "relay.log")
         time.sleep(1.0)  # let every worker boot
 
     def stop(self) -> None:
