@@ -17,6 +17,7 @@ import pytest
 from scripts import verify_relay
 from scripts.standin_model import REJECT_401, StandinModel
 from tests.conftest import API_KEY, ROOT, STREAM_SECRET, RunningRelay, free_port
+from tests.hardening.support import wait_until
 from tests.scripts.conftest import SECRETS, Certificate, Serve, relay_app, static_app
 
 Run = Callable[..., tuple[int, str]]
@@ -256,7 +257,7 @@ def test_a_relay_serving_tls_itself_takes_a_whole_call(
                            env={**SECRETS, "RELAY_PUBLIC_URL": f"wss://localhost:{port}"})
     assert code == 0, out
     assert "✓ synthetic call" in out
-    assert apps[0].counter.total() == 0, "a call slot was never released"
+    assert wait_until(lambda: apps[0].counter.total() == 0, 3), "a call slot was never released"
 
 # -- all well ----------------------------------------------------------------------------------------
 
