@@ -150,6 +150,7 @@ class SimulatedCaller:
         hold_s: float = 8.0,
         send_stop: bool = True,
         wait_for_audio: bool = True,
+        until_heard: bool = False,
         barge_in_after_s: float | None = None,
         timeout_s: float = 10.0,
         extra_headers: dict[str, str] | None = None,
@@ -162,6 +163,7 @@ class SimulatedCaller:
         self.hold_s = hold_s
         self.send_stop = send_stop
         self.wait_for_audio = wait_for_audio
+        self.until_heard = until_heard  # hang up as soon as the assistant is heard (a probe)
         self.barge_in_after_s = barge_in_after_s
         self.timeout_s = timeout_s
         self.extra_headers = extra_headers or {}
@@ -299,7 +301,7 @@ class SimulatedCaller:
     def _stream_audio(self, data: bytes, deadline: float) -> None:
         started = time.monotonic()
         for index, frame in enumerate(audio.frames(data)):
-            if self.closed.is_set() or time.monotonic() > deadline:
+            if self._over() or time.monotonic() > deadline:
                 return
             payload = audio.b64(frame)
             self.result.sent_payloads.append(payload)
@@ -313,6 +315,9 @@ class SimulatedCaller:
             if self.realtime:
                 due = started + (index + 1) * 0.02
                 time.sleep(max(due - time.monotonic(), 0))
+
+    def _over(self) -> bool:
+        return self.closed.is_set() or (self.until_heard and self.first_audio.is_set())
 
     def begin(self) -> bool:
         """Connect, send ``connected`` + ``start`` and start listening; False if refused."""
@@ -351,7 +356,7 @@ class SimulatedCaller:
                 self._stream_audio(audio.silence(100), deadline)
         self._stream_audio(self.caller_audio, deadline)
         # Keep the line open (silence, as a real line sends) until the hold time is up.
-        while not self.closed.is_set() and time.monotonic() < deadline:
+        while not self._over() and time.monotonic() < deadline:
             self._stream_audio(audio.silence(200), deadline)
         return self.finish()
 

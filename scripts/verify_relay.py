@@ -45,7 +45,6 @@ import re
 import socket
 import ssl
 import sys
-import threading
 import time
 import urllib.error
 import xml.etree.ElementTree as ET
@@ -71,7 +70,6 @@ RELAY_426_TEXT = "WebSocket connection expected"
 # RFC 6455 section 4.2.2 (infra.md section 6 misspells it).
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 USER_AGENT = "liveline-verify-relay/1"
-_STILL_SETTING_UP_S = 5.0  # extra line time for the utterance when there is no greeting
 
 
 @dataclass(frozen=True)
@@ -665,21 +663,10 @@ def check_synthetic_call(t: RelayTarget) -> Outcome:
                       "on it for the diagnosis, or give STREAM_TOKEN_SECRET instead of --webhook")
     utterance = audio.read_wav_ulaw(audio.CALLER_WAV)
     caller = SimulatedCaller(stream, auth_token=t.auth_token, caller_audio=utterance, wait_for_audio=False,
-                             hold_s=t.call_timeout_s + _STILL_SETTING_UP_S, timeout_s=t.call_timeout_s,
+                             until_heard=True, hold_s=t.call_timeout_s, timeout_s=t.call_timeout_s,
                              ca_file=t.ca_file)
-    # run() holds the line for hold_s; hang up as soon as the assistant is heard (or time is up).
-    line = threading.Thread(target=caller.run, name="verify-call", daemon=True)
-    line.start()
-    deadline = time.monotonic() + t.call_timeout_s
-    while line.is_alive() and not caller.first_audio.is_set() and not caller.closed.is_set():
-        if time.monotonic() > deadline:
-            break
-        caller.first_audio.wait(0.05)
+    result = caller.run()  # talks at once; hangs up on the first audio, or when time is up
     relay_hung_up = caller.closed.is_set() and not caller.first_audio.is_set()
-    if line.is_alive():
-        caller.hang_up()
-    line.join(t.call_timeout_s + 5)
-    result = caller.result
     if result.handshake_status not in (None, 101):
         diagnosis, fix = explain_refused_upgrade(t, result.handshake_status, "", result.handshake_body)
         return failed(f"upgrade answered HTTP {result.handshake_status}", diagnosis, fix)
