@@ -400,6 +400,13 @@ def target_from_relay(relay_url: str, *, public_url: str | None, stream_secret: 
     return StreamTarget(url, signed, params, sid, via="relay directly (stream token minted locally)")
 
 
+def call_form(call_sid: str) -> dict[str, str]:
+    """The incoming-call form Twilio posts to the voice webhook (protocols.md 1.5)."""
+    return {"AccountSid": "AC" + "0" * 32, "ApiVersion": "2010-04-01", "CallSid": call_sid,
+            "CallStatus": "ringing", "Called": "+15550100", "Caller": "+15550199", "Direction": "inbound",
+            "From": "+15550199", "To": "+15550100"}
+
+
 def target_from_webhook(webhook_url: str, *, auth_token: str, public_url: str | None = None,
                         call_sid: str | None = None, timeout_s: float = 10.0) -> StreamTarget:
     """POST a signed incoming-call webhook as Twilio does; stream where the TwiML says."""
@@ -408,8 +415,7 @@ def target_from_webhook(webhook_url: str, *, auth_token: str, public_url: str | 
         url += "/twilio/voice"
     signed_url = (public_url.rstrip("/") + "/twilio/voice") if public_url else url
     sid = call_sid or new_sid("CA")
-    form = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "From": "+15550199", "To": "+15550100",
-            "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
+    form = call_form(sid)
     signature = RequestValidator(auth_token).compute_signature(signed_url, form)
     request = urllib.request.Request(
         url, data=urllib.parse.urlencode(form).encode(), method="POST",

@@ -45,7 +45,7 @@ from twilio.request_validator import RequestValidator
 
 from relay import stream_token
 from scripts import checklist
-from scripts.call import STREAM_PATH, new_sid
+from scripts.call import STREAM_PATH, call_form, new_sid
 from scripts.checklist import HttpAnswer, Layer, Outcome, Report, failed, passed, skipped
 
 VOICE_PATH = "/twilio/voice"
@@ -102,13 +102,6 @@ def _origin(url: str, what: str, schemes: tuple[str, ...], path: str = "") -> st
             or parts.path.rstrip("/") not in ("", path):
         raise ValueError(f"{what} {url!r} must be an origin like {schemes[-1]}://host[:port]")
     return f"{parts.scheme.lower()}://{parts.netloc}"
-
-
-def call_form(call_sid: str) -> dict[str, str]:
-    """The incoming-call form Twilio posts (protocols.md 1.5)."""
-    return {"AccountSid": "AC" + "0" * 32, "ApiVersion": "2010-04-01", "CallSid": call_sid,
-            "CallStatus": "ringing", "Called": "+15550100", "Caller": "+15550199", "Direction": "inbound",
-            "From": "+15550199", "To": "+15550100"}
 
 
 class WebhookCheck:
