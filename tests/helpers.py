@@ -1,11 +1,48 @@
-"""Assertions shared by several test modules."""
+"""Helpers shared by several test modules: HTTP, polling, protocol assertions."""
 
 from __future__ import annotations
 
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+import gevent
 from pydantic import BaseModel, TypeAdapter
+
+QUIET = bytes(range(0xF0, 0x100)) * 10  # near-silent mu-law: does not trip the VAD
+
+
+def get(url: str, headers: dict[str, str] | None = None, method: str = "GET",
+        data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of one request; an HTTP error status is an answer, not an exception."""
+    request = urllib.request.Request(url, headers=headers or {}, method=method, data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+
+def get_json(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """(status, parsed JSON body) of a GET."""
+    status, _headers, body = get(url, headers)
+    return status, json.loads(body)
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float = 3.0, interval_s: float = 0.005) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout_s`` has passed; its last verdict."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return bool(predicate())
+        gevent.sleep(interval_s)
 
 
 def _extra_fields(value: Any, path: str = "") -> list[str]:

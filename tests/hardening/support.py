@@ -29,6 +29,7 @@ from relay import stream_token
 from scripts.call import new_sid
 from scripts.standin_model import SessionRecord, StandinModel
 from tests.conftest import AUTH_TOKEN, STREAM_SECRET
+from tests.helpers import wait_until
 
 STREAM_PATH = "/twilio/realtime"
 # The stand-in's greeting in this suite: 600 ms (six 100 ms deltas; mid-call faults strike
@@ -39,17 +40,6 @@ FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law: one Twilio media frame
 # Figures for the README's "Reliability" section, printed at the end of the run
 # (tests/hardening/conftest.py): name -> value.
 FIGURES: dict[str, object] = {}
-
-
-def wait_until(predicate: Callable[[], object], timeout_s: float, interval_s: float = 0.005) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout_s`` has passed; its last verdict."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return bool(predicate())
-        gevent.sleep(interval_s)
 
 
 # -- Twilio's messages, built by hand -----------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,6 +39,7 @@ from tests.hardening.support import (
     stop_text,
     wait_until,
 )
+from tests.helpers import get_json
 
 Teardown = Callable[[Callable[[], None]], None]
 SHORT_CALLS = 1000
@@ -158,12 +158,6 @@ def one_delta_greeting(model: sm.StandinModel) -> Iterator[sm.StandinModel]:
     model.greeting_audio = greeting
 
 
-def healthz(http_url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(http_url + "/healthz", timeout=5) as response:
-        document: dict[str, Any] = json.loads(response.read())
-        return document
-
-
 def test_a_thousand_short_calls_leave_no_descriptor_behind_under_gunicorn(
     gunicorn: GunicornRelay, one_delta_greeting: sm.StandinModel
 ) -> None:
@@ -171,7 +165,7 @@ def test_a_thousand_short_calls_leave_no_descriptor_behind_under_gunicorn(
     model = one_delta_greeting
     (worker,) = relay.worker_pids()
     place_short_calls(relay.ws_url, len(KINDS) * 2)  # warm up: whatever is made once is made
-    assert wait_until(lambda: healthz(relay.http_url)["active_calls"] == 0, 5)
+    assert wait_until(lambda: get_json(relay.http_url + "/healthz")[1]["active_calls"] == 0, 5)
     idle_fds = fd_count(worker)
     watch = LogWatch(relay.log)
     sessions = len(model.sessions)
@@ -184,7 +178,7 @@ def test_a_thousand_short_calls_leave_no_descriptor_behind_under_gunicorn(
     assert wait_until(lambda: watch.text().count("call.ended ") == SHORT_CALLS, 10), watch.text().count("call.ended ")
     assert wait_until(lambda: not model.live, 5), f"{len(model.live)} Realtime sockets left open"
     assert all(s.closed_at is not None for s in model.sessions[sessions:])
-    assert healthz(relay.http_url)["active_calls"] == 0
+    assert wait_until(lambda: get_json(relay.http_url + "/healthz")[1]["active_calls"] == 0, 3)
     after_fds = settle(lambda: fd_count(worker), idle_fds)
     assert after_fds == idle_fds, f"worker descriptors: {idle_fds} idle, {after_fds} after {SHORT_CALLS} calls"
     assert "Traceback" not in watch.text() and "internal_error" not in watch.text()

@@ -11,32 +11,20 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import gevent
 
 from scripts import standin_model as sm
 from tests.conftest import launch_gunicorn, stop_gunicorn
 from tests.hardening.support import FIGURES, GoodCall, refusal, wait_until
+from tests.helpers import get_json
 
 Teardown = Callable[[Callable[[], None]], None]
 CALLS = 20
-
-
-def _health(http_url: str) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(http_url + "/healthz", timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
 
 
 def _begin_all(ws_url: str, teardown: Teardown) -> list[GoodCall]:
@@ -71,7 +59,7 @@ def test_at_max_calls_further_upgrades_get_a_clean_503(
     teardown(lambda: stop_gunicorn(relay))
     calls = _begin_all(relay.ws_url, teardown)
 
-    status, health = _health(relay.http_url)
+    status, health = get_json(relay.http_url + "/healthz")
     assert (status, health["status"], health["active_calls"], health["max_calls"]) == (503, "saturated", CALLS, CALLS)
     for _ in range(5):
         assert refusal(relay.ws_url) == (503, f"relay is at capacity ({CALLS} calls)\n")
@@ -82,13 +70,13 @@ def test_at_max_calls_further_upgrades_get_a_clean_503(
     first, rest = calls[0], calls[1:]
     _stream_on(calls, 10)
     assert first.hang_up().code == 1000
-    assert wait_until(lambda: _health(relay.http_url)[0] == 200, 3), "the ended call kept its slot"
+    assert wait_until(lambda: get_json(relay.http_url + "/healthz")[0] == 200, 3), "the ended call kept its slot"
     late = GoodCall(relay.ws_url).begin()
     teardown(late.abort)
     late.stream_for(5)
     _hang_up_all([*rest, late], fresh_model)
     first.assert_lossless(fresh_model)
-    assert wait_until(lambda: _health(relay.http_url)[1]["active_calls"] == 0, 3), "a call kept its slot"
+    assert wait_until(lambda: get_json(relay.http_url + "/healthz")[1]["active_calls"] == 0, 3), "a call kept its slot"
     FIGURES["saturation"] = (f"{CALLS} calls at RELAY_MAX_CALLS={CALLS}: 5 more upgrades got 503, "
                              f"/healthz 503 saturated, {CALLS + 1} calls lossless")
 
@@ -101,8 +89,8 @@ def test_sigterm_with_20_live_calls_drains_every_one(
     calls = _begin_all(relay.ws_url, teardown)
 
     relay.process.send_signal(signal.SIGTERM)
-    assert wait_until(lambda: _health(relay.http_url)[0] == 503, 5), "/healthz did not turn 503"
-    status, health = _health(relay.http_url)
+    assert wait_until(lambda: get_json(relay.http_url + "/healthz")[0] == 503, 5), "/healthz did not turn 503"
+    status, health = get_json(relay.http_url + "/healthz")
     assert health["status"] == "draining" and health["draining"] is True and health["active_calls"] == CALLS
     assert refusal(relay.ws_url) == (503, "relay is draining for a deploy; retry on another instance\n")
     assert fresh_model.handshakes == CALLS

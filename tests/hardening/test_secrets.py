@@ -28,6 +28,7 @@ from scripts import standin_model as sm
 from scripts.call import SimulatedCaller, target_from_webhook
 from tests.conftest import ROOT, free_port, launch_gunicorn, stop_gunicorn
 from tests.hardening.support import FIGURES
+from tests.helpers import get
 
 Teardown = Callable[[Callable[[], None]], None]
 
@@ -72,14 +73,8 @@ def _launch_webhook(relay_url: str, log_dir: Path) -> tuple[subprocess.Popen[byt
     return process, url, log_path
 
 
-def _get(url: str, headers: dict[str, str] | None = None) -> str:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            return str(response.read().decode())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return str(exc.read().decode())
+def _text(url: str, headers: dict[str, str] | None = None) -> str:
+    return get(url, headers)[2].decode()
 
 
 def test_a_full_call_leaks_no_secret_token_number_or_audio(
@@ -102,10 +97,10 @@ def test_a_full_call_leaks_no_secret_token_number_or_audio(
 
     # Every answer an operator can read.
     answers = {
-        "healthz": _get(relay.http_url + "/healthz"),
-        "diagnostic_ok": _get(relay.http_url + "/diagnostic/openai",
+        "healthz": _text(relay.http_url + "/healthz"),
+        "diagnostic_ok": _text(relay.http_url + "/diagnostic/openai",
                               {"Authorization": f"Bearer {SECRETS['DIAGNOSTIC_TOKEN']}"}),
-        "diagnostic_refused": _get(relay.http_url + "/diagnostic/openai",
+        "diagnostic_refused": _text(relay.http_url + "/diagnostic/openai",
                                    {"Authorization": "Bearer not-the-diagnostic-token"}),
     }
     assert json.loads(answers["diagnostic_ok"])["ok"] is True
@@ -113,7 +108,7 @@ def test_a_full_call_leaks_no_secret_token_number_or_audio(
     wrong_key = "sk-proj-LIVELINEsecretWRONGkey2Hn6"
     refused_relay = launch_gunicorn(standin.url, tmp_path, **{**SECRETS, "OPENAI_API_KEY": wrong_key})
     teardown(lambda: stop_gunicorn(refused_relay))
-    answers["diagnostic_401"] = _get(refused_relay.http_url + "/diagnostic/openai",
+    answers["diagnostic_401"] = _text(refused_relay.http_url + "/diagnostic/openai",
                                      {"Authorization": f"Bearer {SECRETS['DIAGNOSTIC_TOKEN']}"})
     failed = json.loads(answers["diagnostic_401"])
     assert failed["ok"] is False and failed["http_status"] == 401 and failed["error_code"] == "invalid_api_key"

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,6 +44,7 @@ from tests.hardening.support import (
     stop_text,
     wait_until,
 )
+from tests.helpers import get_json
 
 OFFENDER_CLOSE_S = 5.0
 Teardown = Callable[[Callable[[], None]], None]
@@ -339,15 +338,6 @@ CASES = [
 ]
 
 
-def healthz(relay: GunicornRelay) -> tuple[int, dict[str, object]]:
-    try:
-        with urllib.request.urlopen(relay.http_url + "/healthz", timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
-
-
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_bad_input_ends_or_is_ignored_for_that_call_alone(
     case: Case, gunicorn: GunicornRelay, normal_model: sm.StandinModel, teardown: Teardown
@@ -386,8 +376,9 @@ def test_bad_input_ends_or_is_ignored_for_that_call_alone(
 
     # The worker survived, and every call has been let go.
     assert relay.process.poll() is None and relay.worker_pids() == workers
-    assert wait_until(lambda: healthz(relay)[1]["active_calls"] == 0, 3), healthz(relay)
-    assert healthz(relay)[0] == 200
+    health = relay.http_url + "/healthz"
+    assert wait_until(lambda: get_json(health)[1]["active_calls"] == 0, 3), get_json(health)
+    assert get_json(health)[0] == 200
     assert model.handshakes == handshakes + 2 + case.opens_session
     FIGURES.setdefault("twilio_inputs_tried", [])
     FIGURES["twilio_inputs_tried"].append(case.name)  # type: ignore[attr-defined]

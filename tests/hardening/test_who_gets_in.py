@@ -15,7 +15,6 @@ single frame of audio upstream, even when they keep sending media after being re
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import urllib.error
@@ -47,6 +46,7 @@ from tests.hardening.support import (
     start_text,
     wait_until,
 )
+from tests.helpers import get_json
 from tests.webhook.conftest import PUBLIC_URL, sign, voice_form, webhook_env
 from webhook_app import create_app
 from webhook_app.config import WebhookConfig
@@ -234,22 +234,12 @@ DIAGNOSTIC_CASES: dict[str, tuple[dict[str, str], str]] = {
 }
 
 
-def _get(url: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
-
-
 @pytest.mark.parametrize("case", list(DIAGNOSTIC_CASES))
 def test_the_diagnostic_opens_nothing_without_its_token(
     case: str, relay: RunningRelay, standin: sm.StandinModel
 ) -> None:
     headers, query = DIAGNOSTIC_CASES[case]
-    status, document = _get(relay.http_url + "/diagnostic/openai" + query, headers)
+    status, document = get_json(relay.http_url + "/diagnostic/openai" + query, headers)
     assert status == 401 and document["ok"] is False
     assert standin.handshakes == 0 and standin.sessions == []
     FIGURES.setdefault("refused_diagnostics", [])
@@ -259,7 +249,7 @@ def test_the_diagnostic_opens_nothing_without_its_token(
 def test_a_disabled_diagnostic_opens_nothing_whatever_it_is_sent(make_relay: Any, standin: sm.StandinModel) -> None:
     relay = make_relay(standin.url, DIAGNOSTIC_TOKEN="")
     for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": f"Bearer {DIAGNOSTIC_TOKEN}"}):
-        status, document = _get(relay.http_url + "/diagnostic/openai", headers)
+        status, document = get_json(relay.http_url + "/diagnostic/openai", headers)
         assert status == 404 and "DIAGNOSTIC_TOKEN" in document["error"]
     assert standin.handshakes == 0 and standin.sessions == []
 

@@ -14,7 +14,7 @@ from typing import Any
 from scripts import standin_model as sm
 from scripts.call import SimulatedCaller, target_from_relay
 from tests.conftest import AUTH_TOKEN, ROOT, STREAM_SECRET, GunicornRelay
-from tests.relay.test_server_loopback import QUIET, get, wait_for
+from tests.helpers import QUIET, get, wait_until
 
 
 def call_to(relay: GunicornRelay, **kwargs: Any) -> SimulatedCaller:
@@ -30,7 +30,7 @@ def test_a_call_through_gunicorn_hears_the_assistant(gunicorn_relay: Any, standi
     assert result.handshake_status == 101 and result.first_audio_ms is not None
     assert result.received_audio == standin.greeting_audio[: len(result.received_audio)]
     assert result.close_code == 1000
-    assert wait_for(lambda: "call.ended" in relay.log(), 3)
+    assert wait_until(lambda: "call.ended" in relay.log(), 3)
     log = relay.log()
     assert "call.accepted" in log and "openai.session_updated" in log and "call.first_audio" in log
     assert "reason=caller_hangup" in log
@@ -54,10 +54,10 @@ def test_sigterm_drains_live_calls_then_exits(gunicorn_relay: Any, standin: sm.S
     calls = [call_to(relay) for _ in range(3)]
     for call in calls:
         assert call.begin()
-    assert wait_for(lambda: json.loads(get(relay.http_url + "/healthz")[2])["active_calls"] == 3)
+    assert wait_until(lambda: json.loads(get(relay.http_url + "/healthz")[2])["active_calls"] == 3)
 
     relay.process.send_signal(signal.SIGTERM)
-    assert wait_for(lambda: get(relay.http_url + "/healthz")[0] == 503, 5)
+    assert wait_until(lambda: get(relay.http_url + "/healthz")[0] == 503, 5)
     status, _, body = get(relay.http_url + "/healthz")
     assert json.loads(body)["status"] == "draining" and json.loads(body)["draining"] is True
     late = call_to(relay).run()
@@ -77,11 +77,11 @@ def test_sigterm_drains_live_calls_then_exits(gunicorn_relay: Any, standin: sm.S
 
 def test_two_workers_share_max_calls_and_healthz(gunicorn_relay: Any, standin: sm.StandinModel) -> None:
     relay = gunicorn_relay(standin.url, RELAY_WORKERS="2", RELAY_MAX_CALLS="3")
-    assert wait_for(lambda: relay.log().count("Booting worker") == 2, 10)
+    assert wait_until(lambda: relay.log().count("Booting worker") == 2, 10)
     calls = [call_to(relay, hold_s=5) for _ in range(3)]
     for call in calls:
         assert call.begin()
-    assert wait_for(lambda: json.loads(get(relay.http_url + "/healthz")[2])["active_calls"] == 3)
+    assert wait_until(lambda: json.loads(get(relay.http_url + "/healthz")[2])["active_calls"] == 3)
     # Whichever worker answers, it reports the instance's total and refuses a fourth call.
     for _ in range(6):
         status, _, body = get(relay.http_url + "/healthz")
@@ -89,4 +89,4 @@ def test_two_workers_share_max_calls_and_healthz(gunicorn_relay: Any, standin: s
     assert call_to(relay).run().handshake_status == 503
     for call in calls:
         call.finish()
-    assert wait_for(lambda: json.loads(get(relay.http_url + "/healthz")[2])["active_calls"] == 0)
+    assert wait_until(lambda: json.loads(get(relay.http_url + "/healthz")[2])["active_calls"] == 0)

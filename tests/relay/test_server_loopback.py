@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
@@ -17,20 +15,7 @@ from scripts import audio
 from scripts import standin_model as sm
 from scripts.call import SimulatedCaller, target_from_relay
 from tests.conftest import API_KEY, AUTH_TOKEN, DIAGNOSTIC_TOKEN, STREAM_SECRET, RunningRelay
-from tests.helpers import assert_ga_client_event
-
-QUIET = bytes(range(0xF0, 0x100)) * 10  # near-silent mu-law: does not trip the VAD
-
-
-def get(url: str, headers: dict[str, str] | None = None, method: str = "GET",
-        data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, headers=headers or {}, method=method, data=data)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, dict(exc.headers), exc.read()
+from tests.helpers import QUIET, assert_ga_client_event, get, wait_until
 
 
 def caller(relay: RunningRelay, **kwargs: Any) -> SimulatedCaller:
@@ -38,15 +23,6 @@ def caller(relay: RunningRelay, **kwargs: Any) -> SimulatedCaller:
     kwargs.setdefault("hold_s", 1.5)
     kwargs.setdefault("caller_audio", QUIET)
     return SimulatedCaller(target, auth_token=AUTH_TOKEN, **kwargs)
-
-
-def wait_for(predicate: Any, timeout_s: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
 
 
 # -- plain HTTP ------------------------------------------------------------------------
@@ -125,11 +101,11 @@ def test_caller_hangup_closes_openai_within_a_second(relay: RunningRelay, standi
     for send_stop in (True, False):
         call = caller(relay, send_stop=send_stop)
         assert call.begin()
-        assert wait_for(lambda: standin.sessions and standin.sessions[-1].events, 3)
+        assert wait_until(lambda: standin.sessions and standin.sessions[-1].events, 3)
         hung_up = time.monotonic()
         call.finish()
         session = standin.sessions[-1]
-        assert wait_for(lambda s=session: s.closed_at is not None, 2)
+        assert wait_until(lambda s=session: s.closed_at is not None, 2)
         assert session.closed_at is not None and session.closed_at - hung_up < 1.0, (
             f"OpenAI socket still open {session.closed_at and session.closed_at - hung_up} s "
             f"after the caller hung up (stop={send_stop})")
@@ -199,13 +175,13 @@ def test_at_capacity_further_upgrades_get_503(make_relay: Any, standin: sm.Stand
     relay = make_relay(standin.url, RELAY_MAX_CALLS="1")
     first = caller(relay, hold_s=5)
     assert first.begin()
-    assert wait_for(lambda: relay.app.counter.total() == 1)
+    assert wait_until(lambda: relay.app.counter.total() == 1)
     second = caller(relay).run()
     assert second.handshake_status == 503 and "capacity" in second.handshake_body
     status, _, body = get(relay.http_url + "/healthz")
     assert status == 503 and json.loads(body)["status"] == "saturated"
     first.finish()
-    assert wait_for(lambda: get(relay.http_url + "/healthz")[0] == 200)
+    assert wait_until(lambda: get(relay.http_url + "/healthz")[0] == 200)
 
 
 # -- the diagnostic endpoint --------------------------------------------------------------
