@@ -23,7 +23,7 @@ import msgspec
 from msgspec import Struct, field
 
 from relay.errors import OpenAIProtocolError
-from relay.json_text import json_string
+from relay.json_text import NotAnEvent, event_name_reader, json_string
 
 # -- server event types we act on ------------------------------------------------------
 TYPE_SESSION_CREATED = "session.created"
@@ -293,20 +293,16 @@ def parse(text: str | bytes) -> OpenAIEvent:
         raise OpenAIProtocolError("server event nests too deeply") from None
 
 
+_read_type = event_name_reader("type")
+_NOT_AN_EVENT = {"not_json": "server event is not JSON", "too_deep": "server event nests too deeply",
+                 "not_object": "server event is not a JSON object", "no_name": "server event without a 'type'"}
+
+
 def _unknown_or_invalid(text: str | bytes, error: msgspec.ValidationError) -> Unknown:
-    # The typed decoder stops at the first thing that cannot be an event, so the rest of
-    # the text was never checked: it may still be broken JSON or nest too deeply.
     try:
-        event: Any = msgspec.json.decode(text)
-    except msgspec.DecodeError:
-        raise OpenAIProtocolError("server event is not JSON") from None
-    except RecursionError:
-        raise OpenAIProtocolError("server event nests too deeply") from None
-    if type(event) is not dict:
-        raise OpenAIProtocolError("server event is not a JSON object")
-    kind = event.get("type")
-    if type(kind) is not str:
-        raise OpenAIProtocolError("server event without a 'type'")
+        kind = _read_type(text)
+    except NotAnEvent as exc:
+        raise OpenAIProtocolError(_NOT_AN_EVENT[exc.reason]) from None
     if kind in _KNOWN:
         raise OpenAIProtocolError(f"invalid {kind} event: {error}")
     return Unknown(kind[:80])

@@ -20,13 +20,13 @@ Pure: the standard library, msgspec and ``relay.errors`` only. camelCase lives h
 from __future__ import annotations
 
 from json.encoder import encode_basestring_ascii as _q
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Struct, field
 
 from relay.errors import CLOSE_UNSUPPORTED_DATA, TwilioProtocolError
-from relay.json_text import json_string
+from relay.json_text import NotAnEvent, event_name_reader, json_string
 
 # -- event names (Twilio -> relay and relay -> Twilio) --------------------------------
 EVENT_CONNECTED = "connected"
@@ -216,21 +216,18 @@ def parse(text: str) -> TwilioEvent:
         raise TwilioProtocolError("message nests too deeply", CLOSE_UNSUPPORTED_DATA) from None
 
 
+_read_event = event_name_reader("event")
+_NOT_AN_EVENT = {"not_json": "message is not JSON", "too_deep": "message nests too deeply",
+                 "not_object": "message is not a JSON object"}
+
+
 def _unknown_or_invalid(text: str, error: msgspec.ValidationError) -> Unknown:
-    # The typed decoder stops at the first thing that cannot be an event ("[" for an
-    # array, the value of an unknown "event"), so what follows was never checked: it may
-    # still be broken JSON ("[1, 2") or nest too deeply.
     try:
-        message: Any = msgspec.json.decode(text)
-    except msgspec.DecodeError:
-        raise TwilioProtocolError("message is not JSON", CLOSE_UNSUPPORTED_DATA) from None
-    except RecursionError:
-        raise TwilioProtocolError("message nests too deeply", CLOSE_UNSUPPORTED_DATA) from None
-    if type(message) is not dict:
-        raise TwilioProtocolError("message is not a JSON object", CLOSE_UNSUPPORTED_DATA)
-    event = message.get("event")
-    if type(event) is not str:
-        raise TwilioProtocolError("message has no 'event' name")
+        event = _read_event(text)
+    except NotAnEvent as exc:
+        if exc.reason == "no_name":
+            raise TwilioProtocolError("message has no 'event' name") from None
+        raise TwilioProtocolError(_NOT_AN_EVENT[exc.reason], CLOSE_UNSUPPORTED_DATA) from None
     if event in _KNOWN:
         raise TwilioProtocolError(f"invalid {event} message: {error}")
     return Unknown(event[:64])
