@@ -196,15 +196,40 @@ def launch_gunicorn(openai_url: str, log_dir: Path, **overrides: str) -> Gunicor
     return relay
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate (then kill) a process still running."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def stop_gunicorn(relay: GunicornRelay) -> None:
     """Terminate (then kill) a relay still running."""
-    if relay.process.poll() is None:
-        relay.process.terminate()
-        try:
-            relay.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            relay.process.kill()
-            relay.process.wait()
+    stop_process(relay.process)
+
+
+def launch_webhook_gunicorn(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``gunicorn webhook_app.wsgi:app`` (as make run does) on a free port with ``env``.
+
+    Waits for ``/healthz``; returns the process and its http:// origin.
+    """
+    port = free_port()
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--no-control-socket", "-b", f"127.0.0.1:{port}",
+             "webhook_app.wsgi:app"],
+            cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/healthz")
+    except OSError:
+        stop_process(process)
+        raise AssertionError("gunicorn webhook did not start:\n" + log_path.read_text()) from None
+    return process, url
 
 
 @pytest.fixture

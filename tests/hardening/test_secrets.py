@@ -12,11 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,7 +21,7 @@ from relay import stream_token
 from scripts import audio
 from scripts import standin_model as sm
 from scripts.call import SimulatedCaller, target_from_webhook
-from tests.conftest import ROOT, free_port, launch_gunicorn, stop_gunicorn
+from tests.conftest import launch_gunicorn, launch_webhook_gunicorn, stop_gunicorn
 from tests.hardening.support import FIGURES
 from tests.helpers import get
 
@@ -40,6 +35,7 @@ SECRETS = {
 }
 # The numbers scripts/call.py's webhook POST gives as From and To (callers' numbers are PII).
 CALLER_NUMBER = "+15550199"
+WEBHOOK_PUBLIC_URL = "https://webhook.example.com"  # what Twilio signs; served on a loopback port
 CALLED_NUMBER = "+15550100"
 
 
@@ -48,29 +44,6 @@ def standin() -> Iterator[sm.StandinModel]:
     model = sm.StandinModel(api_key=SECRETS["OPENAI_API_KEY"], speed=4.0).start()
     yield model
     model.stop()
-
-
-def _launch_webhook(relay_url: str, log_dir: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = free_port()
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "RELAY_PUBLIC_URL": relay_url,
-           "WEBHOOK_PUBLIC_URL": f"http://127.0.0.1:{port}",
-           "TWILIO_AUTH_TOKEN": SECRETS["TWILIO_AUTH_TOKEN"], "STREAM_TOKEN_SECRET": SECRETS["STREAM_TOKEN_SECRET"]}
-    log_path = log_dir / "webhook.log"
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--no-control-socket", "-b", f"127.0.0.1:{port}",
-             "webhook_app.wsgi:app"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1):
-                break
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
-    return process, url, log_path
 
 
 def _text(url: str, headers: dict[str, str] | None = None) -> str:
@@ -82,11 +55,15 @@ def test_a_full_call_leaks_no_secret_token_number_or_audio(
 ) -> None:
     relay = launch_gunicorn(standin.url, tmp_path, **SECRETS)
     teardown(lambda: stop_gunicorn(relay))
-    webhook, webhook_url, webhook_log = _launch_webhook(relay.ws_url, tmp_path)
+    webhook_log = tmp_path / "webhook.log"
+    webhook, webhook_url = launch_webhook_gunicorn(
+        {"PATH": "/usr/bin:/bin", "RELAY_PUBLIC_URL": relay.ws_url, "WEBHOOK_PUBLIC_URL": WEBHOOK_PUBLIC_URL,
+         "TWILIO_AUTH_TOKEN": SECRETS["TWILIO_AUTH_TOKEN"], "STREAM_TOKEN_SECRET": SECRETS["STREAM_TOKEN_SECRET"]},
+        webhook_log)
     teardown(webhook.terminate)
 
     # The call, placed the way Twilio places it: webhook first, then the TwiML's stream.
-    target = target_from_webhook(webhook_url, auth_token=SECRETS["TWILIO_AUTH_TOKEN"])
+    target = target_from_webhook(webhook_url, auth_token=SECRETS["TWILIO_AUTH_TOKEN"], public_url=WEBHOOK_PUBLIC_URL)
     token = target.parameters[stream_token.PARAMETER_NAME]
     speech = audio.read_wav_ulaw(audio.CALLER_WAV)
     result = SimulatedCaller(target, auth_token=SECRETS["TWILIO_AUTH_TOKEN"], caller_audio=speech,

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,36 +12,20 @@ import pytest
 
 from scripts.call import target_from_webhook
 from scripts.local_stack import stack_environment
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import launch_webhook_gunicorn, stop_process
 
 
 @pytest.fixture
 def gunicorn_webhook(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
-    """gunicorn as scripts/local_stack.py starts it, but on a free port (``-b 127.0.0.1:0``)."""
+    """gunicorn as scripts/local_stack.py starts it, but on a free port."""
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("RELAY_", "WEBHOOK_", "OPENAI_", "TWILIO_", "STREAM_", "FALLBACK_"))}
     env, _ = stack_environment(base, relay_port=8080, webhook_port=5050, standin_port=8765,
                                env_file=tmp_path / "stack.env")
     log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--no-control-socket", "-b", "127.0.0.1:0",
-             "webhook_app.wsgi:app"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while not (match := re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", log_path.read_text())):
-            assert process.poll() is None, "gunicorn exited:\n" + log_path.read_text()
-            assert time.monotonic() < deadline, "gunicorn did not listen:\n" + log_path.read_text()
-            time.sleep(0.05)
-        yield match.group(1), env, log_path
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    process, url = launch_webhook_gunicorn(env, log_path)
+    yield url, env, log_path
+    stop_process(process)
 
 
 def test_the_local_stack_environment_boots_the_webhook(
