@@ -4,7 +4,8 @@ Everything here acts from outside the relay, as its peers do: callers speak Twil
 over websocket-client (or raw frames from ``relay.ws_frames.encode_frame`` when the point
 is to send what websocket-client would refuse to), the stand-in model records what the
 relay sent upstream, and the relay's health is read from its own endpoints, its log and
-``/proc``. No relay code is patched or called directly.
+``/proc`` (an in-process relay's call counter and registry are also read, never changed).
+No relay code is patched.
 """
 
 from __future__ import annotations

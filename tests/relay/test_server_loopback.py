@@ -1,6 +1,6 @@
 """The relay end to end on loopback: real sockets, the stand-in model as OpenAI and the
-simulated caller as Twilio. Assertions are on what the peers observed, never on the
-relay's internals."""
+simulated caller as Twilio. Assertions are on what the peers observed; the relay's own
+state is only read where a peer cannot see it (the session.update it prepared)."""
 
 from __future__ import annotations
 
