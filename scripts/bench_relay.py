@@ -58,6 +58,15 @@ def _pinned(cores: str | None, argv: list[str]) -> list[str]:
     return argv
 
 
+def _cores(spec: str) -> set[int]:
+    """A taskset core list ("1", "2-3", "0,2") as a set of core numbers."""
+    cores: set[int] = set()
+    for part in spec.split(","):
+        first, _, last = part.partition("-")
+        cores.update(range(int(first), int(last or first) + 1))
+    return cores
+
+
 def _wait_up(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     if not local_stack.wait_http(url, 20, process):
         raise SystemExit(f"bench: {url} did not come up; see {log}")
@@ -296,10 +305,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-cores", default=default_load,
                         help="taskset core list for the load generator and stand-in")
     parser.add_argument("--profile", action="store_true", help="py-spy flame graph at the largest step")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each step this many times (a shared VM's figures vary from run to run)")
     parser.add_argument("--keep-going", action="store_true", help="run every step even after one misses")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)
     args.steps = [int(n) for n in args.steps.split(",")]
+
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.load_cores and shutil.which("taskset"):
+        # This process samples the relay while it runs: keep it off the relay's core too
+        # (its children are pinned by taskset, so they do not inherit this).
+        try:
+            os.sched_setaffinity(0, _cores(args.load_cores))
+        except (ValueError, OSError) as exc:
+            parser.error(f"--load-cores {args.load_cores!r}: {exc}")
 
     bench = Bench(args)
     rows: list[dict[str, Any]] = []
@@ -309,17 +330,21 @@ def main(argv: list[str] | None = None) -> int:
         bench.start()
         misses = 0
         for calls in args.steps:
-            row = bench.step(calls)
-            rows.append(row)
-            if not args.json:
-                print(bench_stats.table([row]).splitlines()[-1] if len(rows) > 1
-                      else bench_stats.table([row]), flush=True)
-            misses += not row["verdict"].startswith("yes")
+            runs = []
+            for _ in range(args.repeat):
+                row = bench.step(calls)
+                rows.append(row)
+                runs.append(row)
+                if not args.json:
+                    print(bench_stats.table([row]).splitlines()[-1] if len(rows) > 1
+                          else bench_stats.table([row]), flush=True)
+            misses += not bench_stats.step_held(runs)
             if misses >= 2 and not args.keep_going:
                 break
     finally:
         bench.stop()
-    held = [row["calls"] for row in rows if row["verdict"].startswith("yes")]
+    steps = bench_stats.by_step(rows)
+    held = [n for n, runs in steps.items() if bench_stats.step_held(runs)]
     summary = bench_stats.targets(rows)
     if args.json:
         print(json.dumps({"machine": machine(), "relay_cores": args.relay_cores, "rows": rows,

@@ -86,11 +86,12 @@ def test_a_small_real_run(tmp_path: object) -> None:
     """make bench end to end, tiny: gunicorn relay, stand-in in load mode, load generator."""
     done = subprocess.run(
         [sys.executable, "-m", "scripts.bench_relay", "--steps", "4", "--duration", "3", "--warmup", "1",
-         "--json"],
+         "--repeat", "2", "--json"],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
-    (step,) = report["rows"]
+    (step, again) = report["rows"]  # --repeat 2: the same step twice, on the same relay
+    assert again["calls"] == 4 and again["failed"] == 0 and again["lost"] == 0
     assert step["calls"] == 4 and step["failed"] == 0 and step["lost"] == 0
     # frames flowed both ways and were matched by their tags
     assert step["up"]["received"] > 50 and step["down"]["received"] > 50
@@ -99,3 +100,17 @@ def test_a_small_real_run(tmp_path: object) -> None:
     assert step["cpu_ms_per_call_s"] is not None and step["rss_kib_per_call"] is not None
     assert step["first_audio_ms"] is not None
     assert report["targets"][0].startswith("capacity:")
+
+
+def test_repeated_steps_hold_by_majority_and_report_medians() -> None:
+    runs_150 = [row(150, cpu_ms_per_call_s=cpu, rss_kib_per_call=50.0, first_audio_ms=4.0, down=down)
+                for cpu, down in ((4.5, 3.0), (5.2, 12.0), (4.7, 4.0))]
+    lines = bench_stats.targets([row(100), *runs_150])
+    assert lines[0].startswith("capacity: 150 concurrent calls") and "in 2 of 3 runs" in lines[0]
+    assert any("4.70 CPU-ms per call-second (median of 3 runs; 4.5-5.2)" in line and "met" in line
+               for line in lines)
+    # most runs missing the line: the step does not hold, and the summary says how often it did
+    missed = bench_stats.targets([row(100), *(row(150, down=d) for d in (12.0, 3.0, 15.0, 11.0))])
+    assert "capacity: 100 concurrent calls" in missed[0] and "NOT met" in missed[0]
+    assert "at 150 calls: the line held in 1 of 4 runs" in missed[1]
+    assert bench_stats.median([3.0, 1.0, 2.0, 10.0]) == 2.5
