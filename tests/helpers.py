@@ -16,6 +16,19 @@ from pydantic import BaseModel, TypeAdapter
 QUIET = bytes(range(0xF0, 0x100)) * 10  # near-silent mu-law: does not trip the VAD
 
 
+class Clock:
+    """A hand-driven clock for a CallBridge: monotonic and wall time move together."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return 1_800_000_000.0 + self.now
+
+
 def get(url: str, headers: dict[str, str] | None = None, method: str = "GET",
         data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) of one request; an HTTP error status is an answer, not an exception."""

@@ -45,6 +45,7 @@ from relay.log import CallLog
 from relay.replay_guard import ReplayGuard
 from relay.ws_frames import OP_BINARY, OP_TEXT, FrameDecoder, encode_frame
 from tests.hardening.support import FIGURES
+from tests.helpers import Clock
 
 BOUNDED = settings(max_examples=200, deadline=None, database=None,
                    suppress_health_check=[HealthCheck.too_slow])
@@ -271,19 +272,6 @@ def call_scripts(draw: st.DrawFn) -> list[Step]:
     for chunk in draw(st.lists(chunks, min_size=1, max_size=30)):
         script += chunk
     return script
-
-
-class Clock:
-    """Monotonic and wall time, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return 1_800_000_000.0 + self.now
 
 
 @dataclass

@@ -23,25 +23,13 @@ from relay.bridge import (
 from relay.errors import UpstreamError
 from relay.log import CallLog
 from relay.replay_guard import ReplayGuard
+from tests.helpers import Clock
 
 SECRET = "s" * 40
 CALL = "CA" + "1" * 32
 STREAM = "MZ" + "2" * 32
 GREETING = oai.greeting("Hello there.")
 SESSION_UPDATE = oai.session_update(voice="marin", instructions="Be brief.")
-
-
-class Clock:
-    """A hand-driven clock: monotonic and wall time move together."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return 1_800_000_000.0 + self.now
 
 
 def settings(**changes: object) -> BridgeSettings:

@@ -27,9 +27,7 @@ from gevent.server import StreamServer
 from relay.config import RelayConfig
 from relay.server import create_app
 from tests.conftest import AUTH_TOKEN, DIAGNOSTIC_TOKEN, STREAM_SECRET, relay_env
-from tests.webhook.conftest import webhook_env
-from webhook_app import create_app as create_webhook_app
-from webhook_app.config import WebhookConfig
+from tests.webhook.conftest import start_webhook  # noqa: F401 - the fixture, shared with tests/webhook
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Serve = Callable[..., int]
@@ -77,25 +75,6 @@ def serve() -> Iterator[Serve]:
 def relay_app(openai_url: str, public_url: str, **overrides: str) -> Any:
     """The relay's WSGI app (tests may build it; the scripts may not import it)."""
     return create_app(RelayConfig.from_env(relay_env(openai_url, public_url, **overrides)))
-
-
-@pytest.fixture
-def start_webhook(serve: Serve) -> Callable[..., str]:
-    """Factory: the real webhook app on loopback; returns its http:// origin.
-
-    WEBHOOK_PUBLIC_URL names the real port unless ``public_url`` is given (a proxy case).
-    """
-
-    def start(relay_public_url: str, public_url: str | None = None, **overrides: str) -> str:
-        def bind(port: int) -> WSGIApp:
-            config = WebhookConfig.from_env(webhook_env(
-                WEBHOOK_PUBLIC_URL=public_url or f"http://127.0.0.1:{port}", RELAY_PUBLIC_URL=relay_public_url,
-                **overrides))
-            return create_webhook_app(config)  # type: ignore[return-value]
-
-        return f"http://127.0.0.1:{serve(None, bind=bind)}"
-
-    return start
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import secrets
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from gevent.pywsgi import WSGIServer
 from twilio.request_validator import RequestValidator
 
 from tests.conftest import AUTH_TOKEN, STREAM_SECRET
@@ -161,3 +162,32 @@ def post_signed(client: FlaskClient) -> Callable[..., Any]:
         return client.post(target, data=dict(form), headers={"X-Twilio-Signature": sign(url, form, token)})
 
     return post
+
+
+StartWebhook = Callable[..., str]
+
+
+@pytest.fixture
+def start_webhook() -> Iterator[StartWebhook]:
+    """Factory: the real webhook app on a loopback port; returns its http:// origin.
+
+    ``start(relay_public_url, public_url=None, **env overrides)``. The socket is bound first
+    so WEBHOOK_PUBLIC_URL can name the real port (as `make run` does), unless the test
+    passes a public URL of its own (a proxy in front). tests/scripts uses it too.
+    """
+    servers: list[WSGIServer] = []
+
+    def start(relay_public_url: str, public_url: str | None = None, **overrides: str) -> str:
+        server = WSGIServer(("127.0.0.1", 0), None, log=None, error_log=None)
+        server.init_socket()
+        local_url = f"http://127.0.0.1:{server.server_port}"
+        config = WebhookConfig.from_env(webhook_env(
+            WEBHOOK_PUBLIC_URL=public_url or local_url, RELAY_PUBLIC_URL=relay_public_url, **overrides))
+        server.application = create_app(config)
+        server.start()
+        servers.append(server)
+        return local_url
+
+    yield start
+    for server in servers:
+        server.stop(timeout=1)

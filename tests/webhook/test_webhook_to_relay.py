@@ -7,44 +7,10 @@ the simulated caller from scripts/call.py, which follows the TwiML exactly as Tw
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
-import pytest
-from gevent.pywsgi import WSGIServer
-
 from scripts.call import SimulatedCaller, target_from_webhook
 from scripts.standin_model import StandinModel
 from tests.conftest import AUTH_TOKEN, RunningRelay
-from tests.webhook.conftest import webhook_env
-from webhook_app import create_app
-from webhook_app.config import WebhookConfig
-
-StartWebhook = Callable[..., str]
-
-
-@pytest.fixture
-def start_webhook() -> Iterator[StartWebhook]:
-    """Factory: serve the webhook on a loopback port; returns its http:// base URL.
-
-    The socket is bound first so WEBHOOK_PUBLIC_URL can name the real port (as `make run`
-    does), unless the test passes a public URL of its own (the proxy case).
-    """
-    servers: list[WSGIServer] = []
-
-    def start(relay_public_url: str, public_url: str | None = None, **overrides: str) -> str:
-        server = WSGIServer(("127.0.0.1", 0), None, log=None)
-        server.init_socket()
-        local_url = f"http://127.0.0.1:{server.server_port}"
-        config = WebhookConfig.from_env(webhook_env(
-            WEBHOOK_PUBLIC_URL=public_url or local_url, RELAY_PUBLIC_URL=relay_public_url, **overrides))
-        server.application = create_app(config)
-        server.start()
-        servers.append(server)
-        return local_url
-
-    yield start
-    for server in servers:
-        server.stop(timeout=1)
+from tests.webhook.conftest import StartWebhook
 
 
 def test_a_call_from_the_webhook_reaches_the_relay_and_hears_the_assistant(
