@@ -45,7 +45,8 @@ DEFAULT_SESSION_TIMEOUT_S = 10.0  # Twilio's connect -> session.updated, the con
 T = TypeVar("T")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """127.0.0.1, ::1 or localhost (scripts/checklist.py uses this one too)."""
     if host == "localhost":
         return True
     try:
@@ -59,7 +60,7 @@ def _ws_url(name: str, value: str, *, path_allowed: bool) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(f"{name} must be a wss:// URL (got {value!r})")
-    if parts.scheme == "ws" and not _is_loopback(parts.hostname):
+    if parts.scheme == "ws" and not is_loopback(parts.hostname):
         raise ValueError(
             f"{name} must start with wss:// for a non-local host: Twilio only streams "
             f"over TLS and OpenAI keys must not cross the network in clear text "

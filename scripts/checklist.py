@@ -24,7 +24,6 @@ Standard library only; never prints a secret (only whether each one is set).
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import ssl
 import sys
 import time
@@ -34,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
+
+from relay.config import is_loopback  # the relay's own test of a local address
 
 ROOT = Path(__file__).resolve().parent.parent
 # Written by `make run` (scripts/local_stack.py): local secrets and URLs.
@@ -234,16 +235,6 @@ def read_env_file(path: Path) -> dict[str, str]:
             value = value[1:-1]
         values[name.strip()] = value
     return values
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.1, ::1 or localhost: the local stack."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def gather_settings(environ: Mapping[str, str], env_file: str | None, no_env_file: bool,
