@@ -62,7 +62,7 @@ from relay.errors import FrameError
 from relay.ws_frames import OP_CLOSE, FrameDecoder, encode_close
 from scripts import audio, checklist
 from scripts.call import STREAM_PATH, SimulatedCaller, StreamTarget, target_from_relay, target_from_webhook
-from scripts.checklist import Layer, Outcome, Report, failed, passed, skipped
+from scripts.checklist import HttpAnswer, Layer, Outcome, Report, failed, passed, skipped
 
 HEALTH_PATH = "/healthz"
 DIAGNOSTIC_PATH = "/diagnostic/openai"
@@ -168,6 +168,17 @@ def _no_http_answer(t: RelayTarget, exc: BaseException, what: str) -> Outcome:
     return failed(f"{what}: {type(exc).__name__}: {exc}",
                   f"{t.host}:{t.port} accepted the connection but did not answer HTTP{hint}",
                   "check which process owns this port (ss -ltnp) and that it is the relay")
+
+
+def _get(t: RelayTarget, path: str, *, headers: Mapping[str, str] | None = None,
+         timeout_s: float | None = None) -> HttpAnswer | Outcome:
+    """``GET path`` on the relay: its answer, or the failed Outcome saying why there was none."""
+    try:
+        return checklist.http_request(t.http_base + path, headers={"User-Agent": USER_AGENT, **(headers or {})},
+                                      timeout_s=t.timeout_s if timeout_s is None else timeout_s,
+                                      ssl_context=t.ssl_context())
+    except (OSError, http.client.HTTPException) as exc:
+        return _no_http_answer(t, exc, f"GET {path}")
 
 
 # -- 1. DNS -------------------------------------------------------------------------------------
@@ -305,11 +316,9 @@ def _frontend(answer: checklist.HttpAnswer) -> str | None:
 
 def check_plain_get(t: RelayTarget) -> Outcome:
     """``GET /twilio/realtime`` without an upgrade gets the relay's 426."""
-    try:
-        answer = checklist.http_request(t.http_base + STREAM_PATH, headers={"User-Agent": USER_AGENT},
-                                        timeout_s=t.timeout_s, ssl_context=t.ssl_context())
-    except (OSError, http.client.HTTPException) as exc:
-        return _no_http_answer(t, exc, f"GET {STREAM_PATH}")
+    answer = _get(t, STREAM_PATH)
+    if isinstance(answer, Outcome):
+        return answer
     status, seen = answer.status, _seen(answer)
     relay_owns = ("the relay must own this port: check the start command (gunicorn -c "
                   "relay/gunicorn.conf.py relay.wsgi:app) and what the proxy or load balancer forwards to it")
@@ -352,11 +361,9 @@ def check_plain_get(t: RelayTarget) -> Outcome:
 
 def check_healthz(t: RelayTarget) -> Outcome:
     """``GET /healthz``: version, active calls, draining."""
-    try:
-        answer = checklist.http_request(t.http_base + HEALTH_PATH, headers={"User-Agent": USER_AGENT},
-                                        timeout_s=t.timeout_s, ssl_context=t.ssl_context())
-    except (OSError, http.client.HTTPException) as exc:
-        return _no_http_answer(t, exc, f"GET {HEALTH_PATH}")
+    answer = _get(t, HEALTH_PATH)
+    if isinstance(answer, Outcome):
+        return answer
     try:
         doc = json.loads(answer.body)
     except ValueError:
@@ -575,12 +582,10 @@ def check_diagnostic(t: RelayTarget) -> Outcome:
     """``GET /diagnostic/openai``: OpenAI reachable, key valid, model allowed, session accepted."""
     if not t.diagnostic_token:
         return skipped("set DIAGNOSTIC_TOKEN (the relay's) to ask the relay whether it can reach OpenAI")
-    try:
-        answer = checklist.http_request(
-            t.http_base + DIAGNOSTIC_PATH, timeout_s=t.diagnostic_timeout_s, ssl_context=t.ssl_context(),
-            headers={"Authorization": f"Bearer {t.diagnostic_token}", "User-Agent": USER_AGENT})
-    except (OSError, http.client.HTTPException) as exc:
-        return _no_http_answer(t, exc, f"GET {DIAGNOSTIC_PATH}")
+    answer = _get(t, DIAGNOSTIC_PATH, headers={"Authorization": f"Bearer {t.diagnostic_token}"},
+                  timeout_s=t.diagnostic_timeout_s)
+    if isinstance(answer, Outcome):
+        return answer
     try:
         doc = json.loads(answer.body)
     except ValueError:
