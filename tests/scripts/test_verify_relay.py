@@ -8,7 +8,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,13 +137,18 @@ def test_a_proxy_that_drops_the_upgrade_headers(run_script: Run, serve: Serve, s
 # -- a relay that is up but misconfigured ---------------------------------------------------------
 
 
-def test_openai_refuses_the_relays_key(run_script: Run, make_relay: Any) -> None:
+@pytest.fixture
+def relay_with_a_refused_key(make_relay: Any) -> Iterator[RunningRelay]:
+    """A relay whose OpenAI (the stand-in) refuses its key with 401."""
     model = StandinModel(api_key=API_KEY, behaviour=REJECT_401).start()
     try:
-        relay = make_relay(model.url)
-        code, out = run_script(verify_relay.main, relay.http_url, env=SECRETS)
+        yield make_relay(model.url)
     finally:
         model.stop()
+
+
+def test_openai_refuses_the_relays_key(run_script: Run, relay_with_a_refused_key: RunningRelay) -> None:
+    code, out = run_script(verify_relay.main, relay_with_a_refused_key.http_url, env=SECRETS)
     assert code == 1
     assert "✓ WebSocket handshake" in out
     assert "✗ OpenAI diagnostic failed at 401: stage handshake, HTTP 401, invalid_api_key" in out
@@ -154,14 +159,11 @@ def test_openai_refuses_the_relays_key(run_script: Run, make_relay: Any) -> None
     assert "– synthetic call not run: OpenAI diagnostic failed" in out
 
 
-def test_without_the_diagnostic_the_call_says_openai_is_unreachable(run_script: Run, make_relay: Any) -> None:
-    model = StandinModel(api_key=API_KEY, behaviour=REJECT_401).start()
-    try:
-        relay = make_relay(model.url)
-        env = {k: v for k, v in SECRETS.items() if k != "DIAGNOSTIC_TOKEN"}
-        code, out = run_script(verify_relay.main, relay.http_url, env=env)
-    finally:
-        model.stop()
+def test_without_the_diagnostic_the_call_says_openai_is_unreachable(
+    run_script: Run, relay_with_a_refused_key: RunningRelay
+) -> None:
+    env = {k: v for k, v in SECRETS.items() if k != "DIAGNOSTIC_TOKEN"}
+    code, out = run_script(verify_relay.main, relay_with_a_refused_key.http_url, env=env)
     assert code == 1
     assert "– OpenAI diagnostic set DIAGNOSTIC_TOKEN" in out
     why = failed_layer(out)
