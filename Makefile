@@ -55,6 +55,8 @@ call: $(VENV)/.runtime
 
 # The operator's load test (README: Performance). BENCH_ARGS passes options through, e.g.
 #   make bench BENCH_ARGS="--steps 50,100,150 --json"   or   BENCH_ARGS="--relay-url wss://relay.example.com"
+# The relay runs on the virtualenv's interpreter; to bench another build, give it its own:
+#   make bench PYTHON=/usr/bin/python3.11 VENV=.venv-system
 $(VENV)/.bench: $(VENV)/.runtime requirements/bench.txt
 	$(PIP) install -r requirements/bench.txt
 	@touch $@
