@@ -24,7 +24,7 @@ help:
 # -- environments -------------------------------------------------------------------------
 $(VENV)/.python-ok:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Liveline needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.x")'
-	@$(PYTHON) -m venv $(VENV) || { echo "could not create $(VENV): install the venv module (e.g. apt install python3-venv)"; exit 1; }
+	@$(PYTHON) -m venv --clear $(VENV) || { echo "could not create $(VENV): install the venv module (e.g. apt install python3-venv)"; exit 1; }
 	@touch $@
 
 $(VENV)/.runtime: $(VENV)/.python-ok requirements/relay.txt requirements/webhook.txt
@@ -38,7 +38,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements/dev.txt
 # checkov gets its own virtualenv: it installs bc-python-hcl2 under the same `hcl2` import
 # name as python-hcl2 and silently replaces its API (infra.md 5).
 $(CHECKOV_VENV)/.installed: requirements/checkov.txt
-	@$(PYTHON) -m venv $(CHECKOV_VENV)
+	@$(PYTHON) -m venv --clear $(CHECKOV_VENV) || { echo "could not create $(CHECKOV_VENV): install the venv module (e.g. apt install python3-venv)"; exit 1; }
 	$(CHECKOV_VENV)/bin/python -m pip --disable-pip-version-check -q install -r requirements/checkov.txt
 	@touch $@
 
