@@ -249,14 +249,11 @@ class GoodCall:
 
     def hang_up(self, timeout_s: float = 5.0) -> Closed:
         """``stop``, then a close frame, as Twilio hangs up; the relay's close as seen."""
-        ws = self._ws
-        assert ws is not None
         # Let the greeting arrive in full first (SHORT_GREETING: 75 ms at the suite's 8x): a
         # delta the model sends after the hang-up is not lost, it is never played.
         if self.first_audio.is_set():
             wait_until(lambda: self.heard_bytes >= len(SHORT_GREETING) or self.closed.is_set(), timeout_s)
-        self._stop.set()
-        self._greenlets[1].join(timeout_s)
+        ws = self._stop_sending(timeout_s)
         if not self.closed.is_set():
             try:
                 ws.send(stop_text(self.stream_sid, self.call_sid))
@@ -271,22 +268,24 @@ class GoodCall:
 
     def drop(self) -> None:
         """Vanish the way a crashed edge would: no ``stop``, no close frame, the socket just goes."""
-        ws = self._ws
-        assert ws is not None
-        self._stop.set()
-        self._greenlets[1].join(5)
+        ws = self._stop_sending()
         self.gone_at = time.monotonic()
         ws.shutdown()
         gevent.joinall(self._greenlets, timeout=5)
 
     def close_without_stop(self) -> None:
         """Stop streaming and send a close frame, with no ``stop`` before it."""
+        ws = self._stop_sending()
+        self.gone_at = time.monotonic()
+        ws.send_close()
+
+    def _stop_sending(self, timeout_s: float = 5.0) -> websocket.WebSocket:
+        """Stop the audio sender and wait for it; the socket, still open."""
         ws = self._ws
         assert ws is not None
         self._stop.set()
-        self._greenlets[1].join(5)
-        self.gone_at = time.monotonic()
-        ws.send_close()
+        self._greenlets[1].join(timeout_s)
+        return ws
 
     def abort(self) -> None:
         """Let go of everything, whatever state the call is in (test teardown)."""
