@@ -79,6 +79,7 @@ class CallResult:
     heard: bytes = b""
     sent_payloads: list[str] = field(default_factory=list)
     closed_at_ms: float | None = None
+    relay_hung_up: bool = False  # the relay closed the stream before the caller hung up
     timeline: list[tuple[float, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -366,6 +367,7 @@ class SimulatedCaller:
         if ws is None:
             return
         if self.closed.is_set():  # the relay hung up first: just release the socket
+            self.result.relay_hung_up = True
             ws.shutdown()
             return
         self._note("caller hangs up" + (" (stop)" if self.send_stop else " (no stop)"))

@@ -671,7 +671,6 @@ def check_synthetic_call(t: RelayTarget) -> Outcome:
                              until_heard=True, hold_s=t.call_timeout_s, timeout_s=t.call_timeout_s,
                              ca_file=t.ca_file)
     result = caller.run()  # talks at once; hangs up on the first audio, or when time is up
-    relay_hung_up = caller.closed.is_set() and not caller.first_audio.is_set()
     if result.handshake_status not in (None, 101):
         diagnosis, fix = explain_refused_upgrade(t, result.handshake_status, "", result.handshake_body)
         return failed(f"upgrade answered HTTP {result.handshake_status}", diagnosis, fix)
@@ -680,7 +679,7 @@ def check_synthetic_call(t: RelayTarget) -> Outcome:
                       "see the earlier layers; a TLS error here means Twilio would fail too")
     if result.first_audio_ms is not None:
         return passed(f"assistant audio {result.first_audio_ms / 1000:.2f} s after connecting ({note})")
-    if relay_hung_up:
+    if result.relay_hung_up:
         diagnosis, fix = explain_close(result.close_code, result.close_reason, bool(t.webhook_url))
         return failed(f"the relay closed the stream ({result.close_code} {result.close_reason}) before any "
                       f"audio ({note})", diagnosis, fix)

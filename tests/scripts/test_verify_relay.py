@@ -172,6 +172,21 @@ def test_without_the_diagnostic_the_call_says_openai_is_unreachable(
     assert "run the OpenAI diagnostic" in why
 
 
+def test_a_model_that_never_speaks_is_dead_air(run_script: Run, make_relay: Any) -> None:
+    """The session opens and the call stays up, but no audio ever comes back: dead air, said as such."""
+    model = StandinModel(api_key=API_KEY, greeting_audio=b"", reply="greeting").start()
+    try:
+        relay = make_relay(model.url)
+        code, out = run_script(verify_relay.main, relay.http_url, "--call-timeout", "2", env=SECRETS)
+    finally:
+        model.stop()
+    assert code == 1
+    why = failed_layer(out)
+    assert "FAILED at synthetic call" in why
+    assert "why: dead air: the relay took the call but no assistant audio came back in 2 s" in why
+    assert "the relay closed the stream" not in why
+
+
 def test_relay_behind_a_wrong_public_url(run_script: Run, make_relay: Any, standin: StandinModel) -> None:
     """The relay was told another RELAY_PUBLIC_URL than the one Twilio (and the operator) uses."""
     relay = make_relay(standin.url, RELAY_PUBLIC_URL="wss://relay.example.com")
