@@ -187,6 +187,7 @@ class GoodCall:
         self.closed = Event()
         self._stop = Event()
         self.heard_bytes = 0
+        self.started_at = 0.0  # when ``start`` went out
         self.gone_at = 0.0  # when the caller vanished (drop, close_without_stop)
         self._ws: websocket.WebSocket | None = None
         self._greenlets: list[gevent.Greenlet] = []
@@ -197,6 +198,7 @@ class GoodCall:
         self._ws.settimeout(None)
         self._ws.send(connected_text())
         self._ws.send(start_text(self.stream_sid, self.call_sid, self.params))
+        self.started_at = time.monotonic()
         self._greenlets = [gevent.spawn(self._read), gevent.spawn(self._stream)]
         return self
 

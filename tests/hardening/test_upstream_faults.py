@@ -25,6 +25,7 @@ from scripts import standin_model as sm
 from tests.conftest import GunicornRelay, free_port
 from tests.hardening.support import (
     FIGURES,
+    Closed,
     GoodCall,
     LeakCheck,
     LogWatch,
@@ -50,6 +51,7 @@ class Fault:
     midcall: bool = False  # the stand-in records when it struck (SessionRecord.fault_at)
     openai_url: str = ""  # "" the stand-in; "dns" a name that does not resolve; "refused" a closed port
     handshakes: int = 1  # Realtime handshakes the stand-in sees
+    waits_s: float = 0.0  # the relay's own timeout this fault runs into (1 s connect, 2 s session)
 
 
 FAULTS = [
@@ -58,7 +60,7 @@ FAULTS = [
     Fault("connection_refused", sm.NORMAL, "openai_tcp_failed", r"openai\.connect_failed .*stage=tcp",
           openai_url="refused", handshakes=0),
     Fault("handshake_hangs_past_timeout", sm.HANG_HANDSHAKE, "openai_handshake_failed",
-          r"openai\.connect_failed .*stage=handshake status=None .*timed out"),
+          r"openai\.connect_failed .*stage=handshake status=None .*timed out", waits_s=1.0),
     Fault("rejected_401", sm.REJECT_401, "openai_handshake_failed",
           r"openai\.connect_failed .*stage=handshake status=401 code=invalid_api_key"),
     Fault("rejected_403", sm.REJECT_403, "openai_handshake_failed",
@@ -67,7 +69,8 @@ FAULTS = [
           r"openai\.connect_failed .*stage=handshake status=429 code=insufficient_quota"),
     Fault("session_update_rejected", sm.REJECT_SESSION, "session_rejected",
           r"openai\.error .*fatal=true type=invalid_request_error code=invalid_value"),
-    Fault("session_updated_never_arrives", sm.NEVER_UPDATE, "session_timeout", r"openai\.session_timeout "),
+    Fault("session_updated_never_arrives", sm.NEVER_UPDATE, "session_timeout", r"openai\.session_timeout ",
+          waits_s=2.0),
     Fault("closed_midcall", sm.CLOSE_MIDCALL, "openai_closed", r"openai\.closed .*code=1011", midcall=True),
     Fault("fatal_error_then_close", sm.FATAL_ERROR, "openai_error",
           r"openai\.error .*fatal=true .*code=session_expired", midcall=True),
@@ -85,6 +88,16 @@ def _openai_url(fault: Fault, model: sm.StandinModel) -> str:
     if fault.openai_url == "refused":
         return f"ws://127.0.0.1:{free_port()}/v1/realtime"
     return model.url
+
+
+def _assert_closed_in_time(fault: Fault, call: GoodCall, closed: Closed, fault_wall: float) -> None:
+    """Twilio's socket closed within 2 s of the fault, and (before the call was up) of ``start``
+    plus the timeout the fault waits out: a relay that waited longer than its timeouts fails here."""
+    assert 0 <= closed.wall - fault_wall < 2.0, f"Twilio closed {closed.wall - fault_wall:.2f} s after the fault"
+    if not fault.midcall:
+        since_start = closed.at - call.started_at
+        assert fault.waits_s - 0.25 <= since_start < fault.waits_s + 2.0, (
+            f"Twilio closed {since_start:.2f} s after start (the fault waits {fault.waits_s:g} s)")
 
 
 def _assert_upstream_let_go(model: sm.StandinModel, fault: Fault) -> None:
@@ -121,7 +134,7 @@ def test_an_upstream_fault_closes_twilio_within_two_seconds(
         records = [r for r in caplog.records if re.search(fault.log, r.getMessage())]
         assert records, f"no log line matching {fault.log!r}"
         fault_wall = records[0].created
-    assert 0 <= closed.wall - fault_wall < 2.0, f"Twilio closed {closed.wall - fault_wall:.2f} s after the fault"
+    _assert_closed_in_time(fault, call, closed, fault_wall)
     assert not [r for r in caplog.records if "internal_error" in r.getMessage()]
 
     call.hang_up()
@@ -178,7 +191,7 @@ def test_an_upstream_fault_under_gunicorn_leaks_no_descriptor(
         fault_wall = monotonic_to_wall(record.fault_at)
     else:
         fault_wall = line_time(line)
-    assert 0 <= closed.wall - fault_wall < 2.0, f"Twilio closed {closed.wall - fault_wall:.2f} s after the fault"
+    _assert_closed_in_time(fault, call, closed, fault_wall)
     call.hang_up()
 
     assert normal_model.handshakes == handshakes + fault.handshakes
