@@ -16,6 +16,7 @@ import math
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from statistics import median
 from typing import Any
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
@@ -153,13 +154,6 @@ def by_step(rows: Sequence[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
 def step_held(runs: Sequence[dict[str, Any]]) -> bool:
     """A step holds the line when more than half of its runs do (one run: that run)."""
     return 2 * sum(held(run) for run in runs) > len(runs)
-
-
-def median(values: Sequence[float]) -> float:
-    """The middle value (the mean of the two middle ones for an even count)."""
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _figure(runs: Sequence[dict[str, Any]], key: str) -> tuple[float, str] | None:
