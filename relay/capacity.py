@@ -131,13 +131,8 @@ class CallTable:
         self._write(index, 0, 0)
 
     def total(self) -> int:
-        """Live calls across all live workers."""
-        total = 0
-        for index in range(self.slots):
-            owner, calls = self._read(index)
-            if owner != 0:
-                total += calls
-        return total
+        """Live calls across all live workers (one pass over the table, in C)."""
+        return sum(calls for owner, calls in _SLOT.iter_unpack(self._map) if owner != 0)
 
 
 class SharedCallCounter:
