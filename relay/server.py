@@ -257,9 +257,9 @@ class RelayHandler(WebSocketHandler):
         app: RelayApp = self.application
         # The library's WebSocket object would send a code-less close frame when collected.
         self.websocket.closed = True
-        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn: WebSocketConnection | None = None
         try:  # the call slot ``admit`` took comes back whatever fails, even setting up
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = server_connection(self.socket, self._read_buffered(),
                                      max_message_bytes=MAX_TWILIO_MESSAGE_BYTES)
             app.run_call(conn)
