@@ -175,8 +175,8 @@ class Bench:
             except subprocess.TimeoutExpired:
                 process.kill()
 
-    def step(self, calls: int) -> dict[str, Any]:
-        """One load step of ``calls`` calls; returns its table row."""
+    def step(self, calls: int, *, profile_it: bool = False) -> dict[str, Any]:
+        """One load step of ``calls`` calls; returns its table row (``profile_it``: under py-spy)."""
         args = self.args
         urllib.request.urlopen(urllib.request.Request(self.standin_http + "/reset", method="POST"),
                                timeout=5).read()
@@ -210,7 +210,7 @@ class Bench:
         sampler = threading.Thread(target=sample, daemon=True) if relay_pid else None
         if sampler:
             sampler.start()
-        if args.profile and relay_pid and calls == max(args.steps):
+        if profile_it and relay_pid:
             profile = self._start_profile(relay_pid, config["start_spread_s"] + args.warmup)
         out, err = loadgen.communicate(json.dumps(config).encode(), timeout=args.duration + 120)
         stop_sampling.set()
@@ -334,8 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         misses = 0
         for calls in args.steps:
             runs = []
-            for _ in range(args.repeat):
-                row = bench.step(calls)
+            for attempt in range(args.repeat):
+                # --profile: one run of the largest step, not every repeat (py-spy costs the relay CPU)
+                row = bench.step(calls, profile_it=args.profile and calls == max(args.steps) and attempt == 0)
                 rows.append(row)
                 runs.append(row)
                 if not args.json:
