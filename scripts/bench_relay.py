@@ -317,9 +317,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    if args.load_cores and shutil.which("taskset"):
+    if args.load_cores and args.relay_cores and shutil.which("taskset"):
         # This process samples the relay while it runs: keep it off the relay's core too
-        # (its children are pinned by taskset, so they do not inherit this).
+        # (its children are pinned by taskset, so they do not inherit this; an unpinned
+        # relay would, so then this process stays unpinned too).
         try:
             os.sched_setaffinity(0, _cores(args.load_cores))
         except (ValueError, OSError) as exc:
