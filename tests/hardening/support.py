@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import gevent
 import greenlet
@@ -354,7 +355,10 @@ def settle(measure: Callable[[], int], target: int, timeout_s: float = 5.0) -> i
     return value
 
 
-def steady(measure: Callable[[], int], quiet_s: float = 0.4, timeout_s: float = 5.0) -> int:
+T = TypeVar("T")
+
+
+def steady(measure: Callable[[], T], quiet_s: float = 0.4, timeout_s: float = 5.0) -> T:
     """``measure`` once it has stopped changing for ``quiet_s`` (an idle count, not a busy one)."""
     value, since = measure(), time.monotonic()
     deadline = since + timeout_s
@@ -370,8 +374,8 @@ class LeakCheck:
     """Descriptors and greenlets of this process, before and after: must come back."""
 
     def __init__(self) -> None:
-        self.fds_before = fd_count()
-        self.greenlets_before = greenlet_count()
+        # Idle counts: nothing of the last test still closing.
+        self.fds_before, self.greenlets_before = steady(lambda: (fd_count(), greenlet_count()))
         self.fds_after: int | None = None
         self.greenlets_after: int | None = None
 

@@ -168,7 +168,8 @@ def test_a_thousand_short_calls_leave_no_descriptor_behind_under_gunicorn(
     (worker,) = relay.worker_pids()
     place_short_calls(relay.ws_url, len(KINDS) * 2)  # warm up: whatever is made once is made
     assert wait_until(lambda: get_json(relay.http_url + "/healthz")[1]["active_calls"] == 0, 5)
-    idle_fds = fd_count(worker)
+    assert wait_until(lambda: not model.live, 5)
+    idle_fds = steady(lambda: fd_count(worker))  # an idle baseline: nothing still closing
     watch = LogWatch(relay.log)
     sessions = len(model.sessions)
     started = time.monotonic()
