@@ -21,7 +21,7 @@ from relay import stream_token
 from scripts import audio
 from scripts import standin_model as sm
 from scripts.call import SimulatedCaller, target_from_webhook
-from tests.conftest import launch_gunicorn, launch_webhook_gunicorn, stop_gunicorn
+from tests.conftest import launch_gunicorn, launch_webhook_gunicorn, stop_gunicorn, stop_process
 from tests.hardening.support import FIGURES
 from tests.helpers import get
 
@@ -57,7 +57,7 @@ def test_a_full_call_leaks_no_secret_token_number_or_audio(
         {"PATH": "/usr/bin:/bin", "RELAY_PUBLIC_URL": relay.ws_url, "WEBHOOK_PUBLIC_URL": WEBHOOK_PUBLIC_URL,
          "TWILIO_AUTH_TOKEN": SECRETS["TWILIO_AUTH_TOKEN"], "STREAM_TOKEN_SECRET": SECRETS["STREAM_TOKEN_SECRET"]},
         webhook_log)
-    teardown(webhook.terminate)
+    teardown(lambda: stop_process(webhook))
 
     # The call, placed the way Twilio places it: webhook first, then the TwiML's stream.
     target = target_from_webhook(webhook_url, auth_token=SECRETS["TWILIO_AUTH_TOKEN"], public_url=WEBHOOK_PUBLIC_URL)
@@ -89,8 +89,7 @@ def test_a_full_call_leaks_no_secret_token_number_or_audio(
 
     stop_gunicorn(relay)
     stop_gunicorn(refused_relay)
-    webhook.terminate()
-    webhook.wait(timeout=10)
+    stop_process(webhook)  # its log is complete once it has exited
     logs = {"relay": relay.log(), "relay_401": refused_relay.log(), "webhook": webhook_log.read_text()}
     assert "call.barge_in" in logs["relay"] and "reason=caller_hangup" in logs["relay"]
     assert f"twilio.voice call_sid={target.call_sid}" in logs["webhook"]

@@ -17,7 +17,7 @@ import pytest
 from scripts import verify_relay
 from scripts.standin_model import REJECT_401, StandinModel
 from tests.conftest import API_KEY, ROOT, STREAM_SECRET, RunningRelay, free_port
-from tests.hardening.support import wait_until
+from tests.helpers import wait_until
 from tests.scripts.conftest import SECRETS, Certificate, Serve, relay_app, static_app
 
 Run = Callable[..., tuple[int, str]]
