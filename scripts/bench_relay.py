@@ -348,12 +348,10 @@ def main(argv: list[str] | None = None) -> int:
                 break
     finally:
         bench.stop()
-    steps = bench_stats.by_step(rows)
-    held = [n for n, runs in steps.items() if bench_stats.step_held(runs)]
     summary = bench_stats.targets(rows)
     if args.json:
         print(json.dumps({"machine": machine(), "relay_cores": args.relay_cores, "rows": rows,
-                          "capacity_calls": max(held) if held else 0, "targets": summary}, indent=1))
+                          "capacity_calls": bench_stats.capacity(rows), "targets": summary}, indent=1))
     else:
         print()
         for line in summary:

@@ -156,6 +156,11 @@ def step_held(runs: Sequence[dict[str, Any]]) -> bool:
     return 2 * sum(held(run) for run in runs) > len(runs)
 
 
+def capacity(rows: Sequence[dict[str, Any]]) -> int:
+    """The largest step that held the line (0 if none did)."""
+    return max((n for n, runs in by_step(rows).items() if step_held(runs)), default=0)
+
+
 def _figure(runs: Sequence[dict[str, Any]], key: str) -> tuple[float, str] | None:
     """The median of ``key`` over ``runs``, and the spread to print after it (none for one run)."""
     values = [run[key] for run in runs if run.get(key) is not None]
@@ -173,19 +178,19 @@ def targets(rows: Sequence[dict[str, Any]]) -> list[str]:
     and each figure is the median of the runs, with its range.
     """
     steps = by_step(rows)
-    capacity = max((n for n, runs in steps.items() if step_held(runs)), default=0)
-    runs_at_capacity = steps.get(capacity, [])
+    most = capacity(rows)
+    runs_at_capacity = steps.get(most, [])
     how_often = (f" in {sum(held(run) for run in runs_at_capacity)} of {len(runs_at_capacity)} runs"
                  if len(runs_at_capacity) > 1 else "")
-    lines = [f"capacity: {capacity} concurrent calls hold p99 < {P99_LIMIT_MS:g} ms both ways with no loss "
+    lines = [f"capacity: {most} concurrent calls hold p99 < {P99_LIMIT_MS:g} ms both ways with no loss "
              f"and no failed call{how_often} (target >= {TARGET_CALLS}: "
-             f"{'met' if capacity >= TARGET_CALLS else 'NOT met'})"]
+             f"{'met' if most >= TARGET_CALLS else 'NOT met'})"]
     n = next((n for n in steps if n >= TARGET_CALLS), None)
     if n is None:
         lines.append(f"no step ran {TARGET_CALLS} calls or more: CPU, memory and first-audio targets not measured")
         return lines
     runs = steps[n]
-    if len(runs) > 1 and n != capacity:
+    if len(runs) > 1 and n != most:
         lines.append(f"at {n} calls: the line held in {sum(held(run) for run in runs)} of {len(runs)} runs")
     cpu = _figure(runs, "cpu_ms_per_call_s")
     if cpu is not None:
