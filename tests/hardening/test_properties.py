@@ -118,9 +118,10 @@ def test_twilio_parse_returns_an_event_or_a_protocol_error(text: str) -> None:
 @example('{"type": "response.done", "x": ' + "[" * 5000 + "]" * 5000 + "}")
 def test_openai_parse_returns_an_event_or_a_protocol_error(text: str) -> None:
     try:
-        oai.parse(text)
+        event = oai.parse(text)
     except OpenAIProtocolError:
         return
+    assert isinstance(event, oai.OpenAIEvent)
 
 
 @BOUNDED
@@ -440,7 +441,7 @@ def _check_ending(m: Model, step: Step, end: EndCall) -> None:
     elif end.reason == "session_timeout":
         assert step[0] == "tick" and age > SESSION_TIMEOUT_S and not m.ready
     elif end.reason == "max_call_length":
-        assert step[0] == "tick"
+        assert step[0] == "tick" and age > MAX_CALL_S
     elif end.reason == "openai_error":
         assert step[0] in ("error", "response_failed")
     elif end.reason.startswith("token_"):
