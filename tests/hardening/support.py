@@ -34,6 +34,8 @@ from tests.conftest import AUTH_TOKEN, STREAM_SECRET
 from tests.helpers import wait_until
 
 STREAM_PATH = "/twilio/realtime"
+# The ``teardown`` fixture (conftest): ``teardown(fn)`` runs ``fn`` after the test.
+Teardown = Callable[[Callable[[], None]], None]
 # The stand-in's greeting in this suite: 600 ms (six 100 ms deltas; mid-call faults strike
 # at the fourth), distinct bytes, so "every delta came back" is checked on content.
 SHORT_GREETING = bytes((i * 7 + 3) % 256 for i in range(4800))

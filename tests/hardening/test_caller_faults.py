@@ -25,6 +25,7 @@ from tests.hardening.support import (
     FIGURES,
     GoodCall,
     LogWatch,
+    Teardown,
     await_close,
     b64,
     connect,
@@ -41,7 +42,6 @@ from tests.hardening.support import (
 )
 from tests.helpers import get_json
 
-Teardown = Callable[[Callable[[], None]], None]
 SHORT_CALLS = 1000
 CONCURRENCY = 20
 

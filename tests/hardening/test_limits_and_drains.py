@@ -14,7 +14,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import gevent
@@ -22,10 +21,9 @@ import pytest
 
 from scripts import standin_model as sm
 from tests.conftest import launch_gunicorn, stop_gunicorn
-from tests.hardening.support import FIGURES, GoodCall, refusal, wait_until
+from tests.hardening.support import FIGURES, GoodCall, Teardown, refusal, wait_until
 from tests.helpers import get_json
 
-Teardown = Callable[[Callable[[], None]], None]
 CALLS = 20
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,10 +22,8 @@ from scripts import audio
 from scripts import standin_model as sm
 from scripts.call import SimulatedCaller, target_from_webhook
 from tests.conftest import launch_gunicorn, launch_webhook_gunicorn, stop_gunicorn, stop_process
-from tests.hardening.support import FIGURES
+from tests.hardening.support import FIGURES, Teardown
 from tests.helpers import get
-
-Teardown = Callable[[Callable[[], None]], None]
 
 SECRETS = {
     "OPENAI_API_KEY": "sk-proj-LIVELINEsecretOPENAIkey7Qx3",

@@ -34,6 +34,7 @@ from tests.hardening.support import (
     Closed,
     GoodCall,
     LogWatch,
+    Teardown,
     await_close,
     b64,
     connect,
@@ -47,7 +48,6 @@ from tests.hardening.support import (
 from tests.helpers import get_json
 
 OFFENDER_CLOSE_S = 5.0
-Teardown = Callable[[Callable[[], None]], None]
 
 
 def _mask() -> bytes:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +28,7 @@ from tests.hardening.support import (
     GoodCall,
     LeakCheck,
     LogWatch,
+    Teardown,
     fd_count,
     line_time,
     monotonic_to_wall,
@@ -36,8 +36,6 @@ from tests.hardening.support import (
     steady,
     wait_until,
 )
-
-Teardown = Callable[[Callable[[], None]], None]
 
 
 @dataclass(frozen=True)

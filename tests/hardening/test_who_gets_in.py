@@ -19,7 +19,6 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -34,6 +33,7 @@ from tests.hardening.support import (
     FIGURES,
     STREAM_PATH,
     GoodCall,
+    Teardown,
     await_close,
     b64,
     connect,
@@ -50,8 +50,6 @@ from tests.helpers import get_json
 from tests.webhook.conftest import PUBLIC_URL, sign, voice_form, webhook_env
 from webhook_app import create_app
 from webhook_app.config import WebhookConfig
-
-Teardown = Callable[[Callable[[], None]], None]
 
 
 @pytest.fixture
