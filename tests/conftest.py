@@ -127,10 +127,12 @@ def relay(make_relay: Any, standin: StandinModel) -> RunningRelay:
     return make_relay(standin.url)  # type: ignore[no-any-return]
 
 
-def wait_http(url: str, timeout_s: float = 20.0) -> None:
-    """Poll until ``url`` answers at all (any HTTP status)."""
+def wait_http(url: str, timeout_s: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll until ``url`` answers at all (any HTTP status); OSError if ``process`` exits first."""
     deadline = time.monotonic() + timeout_s
     while True:
+        if process is not None and process.poll() is not None:
+            raise OSError(f"exited with status {process.returncode} before {url} answered")
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
@@ -189,7 +191,7 @@ def launch_gunicorn(openai_url: str, log_dir: Path, **overrides: str) -> Gunicor
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     relay = GunicornRelay(process, port, log_path)
     try:
-        wait_http(relay.http_url + "/healthz")
+        wait_http(relay.http_url + "/healthz", process=process)
     except OSError:
         stop_gunicorn(relay)
         raise AssertionError("gunicorn relay did not start:\n" + relay.log()) from None
@@ -225,7 +227,7 @@ def launch_webhook_gunicorn(env: dict[str, str], log_path: Path) -> tuple[subpro
             cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(url + "/healthz")
+        wait_http(url + "/healthz", process=process)
     except OSError:
         stop_process(process)
         raise AssertionError("gunicorn webhook did not start:\n" + log_path.read_text()) from None
