@@ -236,6 +236,10 @@ class SimulatedCaller:
                 opcode, data = ws.recv_data()
             except websocket.WebSocketConnectionClosedException:
                 break
+            except websocket.WebSocketTimeoutException:
+                # Silence is not a hang-up: a relay that sends nothing is dead air, and the caller's own
+                # hold time decides when to give up (hang_up's shutdown then ends this loop).
+                continue
             except (OSError, websocket.WebSocketException) as exc:
                 self.result.errors.append(f"receive failed: {exc}")
                 break

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from scripts import verify_relay
+from scripts.call import SimulatedCaller, target_from_relay
 from scripts.standin_model import REJECT_401, StandinModel
-from tests.conftest import API_KEY, ROOT, STREAM_SECRET, RunningRelay, free_port
+from tests.conftest import API_KEY, AUTH_TOKEN, ROOT, STREAM_SECRET, RunningRelay, free_port
 from tests.helpers import wait_until
 from tests.scripts.conftest import SECRETS, Certificate, Serve, relay_app, static_app
 
@@ -185,6 +186,28 @@ def test_a_model_that_never_speaks_is_dead_air(run_script: Run, make_relay: Any)
     assert "FAILED at synthetic call" in why
     assert "why: dead air: the relay took the call but no assistant audio came back in 2 s" in why
     assert "the relay closed the stream" not in why
+
+
+def test_the_simulated_caller_hears_silence_as_silence_not_as_a_drop(make_relay: Any) -> None:
+    """A relay that sends nothing for longer than the caller's socket timeout has not hung up.
+
+    The caller keeps listening until its own hold time is up, then hangs up and the relay answers the
+    close: before, the reader took the receive timeout for a dropped stream, and the dead-air check
+    above came out as "dropped without a close code" in about half the runs.
+    """
+    model = StandinModel(api_key=API_KEY, greeting_audio=b"", reply="greeting").start()
+    try:
+        relay = make_relay(model.url)
+        target = target_from_relay(relay.ws_url, public_url=relay.ws_url, stream_secret=STREAM_SECRET)
+        result = SimulatedCaller(target, auth_token=AUTH_TOKEN, caller_audio=b"", hold_s=1.0,
+                                 timeout_s=0.3).run()
+    finally:
+        model.stop()
+    assert result.first_audio_ms is None
+    assert result.errors == []
+    assert not result.relay_hung_up
+    assert result.close_code == 1000  # the relay's answer to the caller's own close
+    assert result.closed_at_ms is not None and result.closed_at_ms >= 1000
 
 
 def test_relay_behind_a_wrong_public_url(run_script: Run, make_relay: Any, standin: StandinModel) -> None:
