@@ -278,6 +278,19 @@ class CallBridge:
         )
         return [OpenUpstream()]
 
+    def on_invalid_start(self, detail: str) -> list[Action]:
+        """A ``start`` that failed validation (a missing or mistyped field, a malformed SID).
+
+        Before the call has started it ends the call at once: nothing can follow an invalid
+        ``start`` (no stream to answer, no token to check), so waiting out the start timeout
+        would only be dead air before Twilio's fallback. After a valid ``start`` it is one
+        more bad message, for the caller to count: ``[]``.
+        """
+        if self.state is not CallState.AWAITING_START:
+            return []
+        self.log.warning("call.rejected reason=invalid_start detail=%.200s", detail)
+        return self._end("invalid_start", CLOSE_POLICY_VIOLATION)
+
     def on_twilio_closed(self) -> list[Action]:
         """Twilio's socket closed (with or without a ``stop`` first)."""
         return self._end("twilio_closed", CLOSE_NORMAL)

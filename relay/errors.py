@@ -59,7 +59,15 @@ class FrameError(ProtocolError):
 
 
 class TwilioProtocolError(ProtocolError):
-    """Twilio (or whoever speaks for it) sent a message that is not a Media Streams event."""
+    """Twilio (or whoever speaks for it) sent a message that is not a Media Streams event.
+
+    ``event`` names the known event the message claimed to be (``"start"``, ``"media"``...)
+    when only its body was invalid; None when it was not an event at all.
+    """
+
+    def __init__(self, message: str, close_code: int = CLOSE_PROTOCOL_ERROR, event: str | None = None) -> None:
+        super().__init__(message, close_code)
+        self.event = event
 
 
 class OpenAIProtocolError(ProtocolError):

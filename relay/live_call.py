@@ -153,7 +153,11 @@ class LiveCall:
                 try:
                     event = _parse_twilio(message)
                 except TwilioProtocolError as exc:
-                    self._bad_message("invalid", "twilio.invalid_message detail=%s", exc)
+                    ending = bridge.on_invalid_start(str(exc)) if exc.event == tw.EVENT_START else None
+                    if ending:
+                        self._execute(ending)  # nothing can be in `appends` before a start
+                    else:
+                        self._bad_message("invalid", "twilio.invalid_message detail=%.200s", exc)
                     continue
                 kind = type(event)
                 if kind is _Media:  # the hot path: no action objects

@@ -75,8 +75,8 @@ class _StartBody(Struct, frozen=True, gc=False, rename="camel"):
     stream_sid: StreamSid
     call_sid: CallSid
     account_sid: str = ""
-    # Null is read as absent: a start refused for a null would end the call only at the
-    # start timeout, seconds later, instead of at once with its real reason.
+    # Null is read as absent: neither carries anything the relay needs, so a null must not
+    # cost the caller the call (an invalid start ends it).
     tracks: tuple[str, ...] | None = ("inbound",)
     custom_parameters: dict[str, str] | None = field(default_factory=dict)
     media_format: _MediaFormat = field(default_factory=_MediaFormat)
@@ -229,7 +229,7 @@ def _unknown_or_invalid(text: str, error: msgspec.ValidationError) -> Unknown:
             raise TwilioProtocolError("message has no 'event' name") from None
         raise TwilioProtocolError(_NOT_AN_EVENT[exc.reason], CLOSE_UNSUPPORTED_DATA) from None
     if event in _KNOWN:
-        raise TwilioProtocolError(f"invalid {event} message: {error}")
+        raise TwilioProtocolError(f"invalid {event} message: {error}", event=event)
     return Unknown(event[:64])
 
 

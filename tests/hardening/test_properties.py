@@ -221,7 +221,7 @@ steps = st.one_of(
                                                  "malformed"]), st.booleans()),
     st.tuples(st.just("media"), st.booleans(), st.integers(0, 400)),
     st.tuples(st.just("mark"), st.booleans(), st.integers(-1, 50)),
-    st.tuples(st.sampled_from(["stop", "dtmf", "connected", "unknown", "twilio_closed"])),
+    st.tuples(st.sampled_from(["stop", "dtmf", "connected", "unknown", "invalid_start", "twilio_closed"])),
     st.tuples(st.just("upstream_open")),
     st.tuples(st.just("upstream_failed"), st.sampled_from(["dns", "tcp", "tls", "handshake"])),
     st.tuples(st.just("upstream_closed")),
@@ -324,7 +324,8 @@ def _deliver(m: Model, step: Step) -> list[Action] | None:
     """Feed one step, as LiveCall would (or None: LiveCall could not produce it now)."""
     b = m.bridge
     kind = step[0]
-    twilio_side = kind in ("start", "media", "mark", "stop", "dtmf", "connected", "unknown", "twilio_closed")
+    twilio_side = kind in ("start", "media", "mark", "stop", "dtmf", "connected", "unknown", "invalid_start",
+                           "twilio_closed")
     if twilio_side and m.twilio_gone:
         return None
     if kind == "start":
@@ -342,6 +343,8 @@ def _deliver(m: Model, step: Step) -> list[Action] | None:
         return b.on_twilio(tw.Connected("Call", "1.0.0"))
     if kind == "unknown":
         return b.on_twilio(tw.Unknown("novel"))
+    if kind == "invalid_start":  # a start that failed validation: LiveCall asks the bridge
+        return b.on_invalid_start("invalid start message: Expected `str`, got `null` - at `$.start.callSid`")
     if kind == "twilio_closed":
         m.twilio_gone = True
         return b.on_twilio_closed()
@@ -444,6 +447,8 @@ def _check_ending(m: Model, step: Step, end: EndCall) -> None:
         assert step[0] == "tick" and age > MAX_CALL_S
     elif end.reason == "openai_error":
         assert step[0] in ("error", "response_failed")
+    elif end.reason == "invalid_start":
+        assert step[0] == "invalid_start" and not m.verified and end.close_code == 1008
     elif end.reason.startswith("token_"):
         assert step[0] == "start" and (step[1] != "valid") != (end.reason == "token_replayed")
         assert end.close_code == 1008
@@ -492,6 +497,8 @@ def test_call_bridge_keeps_its_promises_whatever_the_peers_do(sequence: list[Ste
         if step[0] == "start" and step[1] == "valid" and replayed and not m.verified and not m.ended:
             assert actions == [EndCall("token_replayed", 1008)]
         _check(m, step, actions, was_active)
+        if step[0] == "invalid_start":  # before a verified start it ends the call; after, it changes nothing
+            assert m.ended if not m.verified else actions == []
         # Liveness: a call past a deadline it has not met is over.
         if step[0] == "tick" and not m.ended:
             age = clock.now - m.accepted_at

@@ -266,6 +266,17 @@ def flood(o: Offender, model: sm.StandinModel) -> None:
     assert ran_s < 2 * FLOOD_WINDOW_S + 1, f"the flood ran {ran_s:.1f} s before the watchdog ended it"
 
 
+def invalid_start(o: Offender, model: sm.StandinModel) -> None:
+    """A start with a null accountSid can never become a call: ended at once, not at the start timeout."""
+    o.send(connected_text())
+    start = json.loads(start_text(o.stream_sid, o.call_sid, None))
+    start["start"]["accountSid"] = None
+    sent = time.monotonic()
+    o.send(json.dumps(start))
+    closed = o.assert_ended(1008, "invalid_start")
+    assert closed.at - sent < 0.5, f"ended {closed.at - sent:.2f} s after the start"
+
+
 def no_start(o: Offender, model: sm.StandinModel) -> None:
     o.send(connected_text())  # ... and then nothing: not Twilio
     o.assert_ended(1008, "start_timeout")
@@ -307,6 +318,9 @@ CASES = [
          r"twilio\.invalid_message {conn}.* detail=invalid media message: Expected `str`, got `int`"),
     Case("too_many_bad_messages", too_many_bad_messages, r"call\.too_many_bad_messages {conn}.* kind=binary"),
     Case("flood", flood, r"twilio\.flood {conn}.* messages_per_s=\d+"),
+    Case("invalid_start", invalid_start,
+         r"call\.rejected {conn} reason=invalid_start detail=invalid start message: Expected `str`, got `null`",
+         opens_session=False),
     Case("no_start", no_start, r"call\.start_timeout {conn} waited_s=", opens_session=False),
 ]
 

@@ -137,6 +137,20 @@ def test_replayed_token_is_refused_on_the_second_stream() -> None:
     assert second.on_twilio(start_event(clock, token)) == [EndCall("token_replayed", 1008)]
 
 
+def test_an_invalid_start_ends_the_call_at_once() -> None:
+    """Not at the start timeout: nothing can follow it, and the fallback should play now."""
+    bridge, _clock = make()
+    detail = "invalid start message: Expected `str`, got `null` - at `$.start.accountSid`"
+    assert bridge.on_invalid_start(detail) == [EndCall("invalid_start", 1008)]
+    assert bridge.state is CallState.ENDED
+
+
+def test_an_invalid_start_after_the_start_is_only_a_bad_message() -> None:
+    bridge, _clock = active()
+    assert bridge.on_invalid_start("invalid start message: ...") == []
+    assert bridge.state is CallState.ACTIVE
+
+
 def test_second_start_is_ignored() -> None:
     bridge, clock = active()
     assert bridge.on_twilio(start_event(clock)) == []

@@ -22,8 +22,10 @@ def _raw(vector: dict[str, Any]) -> str:
 def test_wire_vector(path: Path) -> None:
     vector = json.loads(path.read_text())
     if "error" in vector:
-        with pytest.raises(TwilioProtocolError, match=vector["error"]):
+        with pytest.raises(TwilioProtocolError, match=vector["error"]) as raised:
             tw.parse(_raw(vector))
+        # The event a message claimed to be, when only its body was wrong: an invalid start ends the call.
+        assert raised.value.event == vector.get("error_event")
         return
     event = tw.parse(_raw(vector))
     expect = dict(vector["expect"])
