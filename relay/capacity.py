@@ -28,6 +28,8 @@ import struct
 import tempfile
 from typing import Protocol
 
+from relay.config import MAX_WORKERS
+
 _SLOT = struct.Struct("=qq")  # owner pid (0 free, <0 reserved by the master), live calls
 
 
@@ -82,9 +84,9 @@ def _alive(pid: int) -> bool:
 class CallTable:
     """Shared per-worker call counts; create it before the workers fork."""
 
-    # Twice RELAY_WORKERS's maximum (256): a replacement worker claims its slot before the
-    # slot of the worker it replaces is reclaimed.
-    def __init__(self, slots: int = 512) -> None:
+    # Twice RELAY_WORKERS's maximum: a replacement worker claims its slot before the slot
+    # of the worker it replaces is reclaimed.
+    def __init__(self, slots: int = 2 * MAX_WORKERS) -> None:
         self.slots = slots
         self._file = tempfile.TemporaryFile(prefix="liveline-calls-")
         self._file.truncate(_SLOT.size * slots)

@@ -38,6 +38,7 @@ DEFAULT_MAX_CALL_S = 3300  # 55 minutes
 # Calls one worker (one core) holds within the latency line, measured by make bench (README:
 # Performance); RELAY_MAX_CALLS defaults to this many per worker.
 CALLS_PER_WORKER = 150
+MAX_WORKERS = 256  # RELAY_WORKERS's upper bound (the call table has a slot for twice as many)
 DEFAULT_GRACEFUL_TIMEOUT_S = 3600
 DEFAULT_CONNECT_TIMEOUT_S = 8.0  # DNS + TCP + TLS + Realtime handshake
 DEFAULT_SESSION_TIMEOUT_S = 10.0  # Twilio's connect -> session.updated, the connect included
@@ -241,7 +242,7 @@ class RelayConfig:
             values["assistant_greeting"] = environ["ASSISTANT_GREETING"]
         take("relay_bind", "RELAY_BIND", _bind)
         take("max_calls", "RELAY_MAX_CALLS", _int_in("RELAY_MAX_CALLS", 1, 100_000))
-        take("workers", "RELAY_WORKERS", _int_in("RELAY_WORKERS", 1, 256))
+        take("workers", "RELAY_WORKERS", _int_in("RELAY_WORKERS", 1, MAX_WORKERS))
         take("max_call_s", "RELAY_MAX_CALL_SECONDS",
              _int_in("RELAY_MAX_CALL_SECONDS", 10, _OPENAI_SESSION_LIMIT_S - 60))
         take("graceful_timeout_s", "RELAY_GRACEFUL_TIMEOUT_SECONDS",
