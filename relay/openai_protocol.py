@@ -281,6 +281,10 @@ _decode = msgspec.json.Decoder(
 ).decode
 
 
+_NOT_AN_EVENT = {"not_json": "server event is not JSON", "too_deep": "server event nests too deeply",
+                 "not_object": "server event is not a JSON object", "no_name": "server event without a 'type'"}
+
+
 def parse(text: str | bytes) -> OpenAIEvent:
     """Parse one server event; raise OpenAIProtocolError if it is not an event at all."""
     try:
@@ -288,14 +292,12 @@ def parse(text: str | bytes) -> OpenAIEvent:
     except msgspec.ValidationError as exc:
         return _unknown_or_invalid(text, exc)
     except msgspec.DecodeError:
-        raise OpenAIProtocolError("server event is not JSON") from None
+        raise OpenAIProtocolError(_NOT_AN_EVENT["not_json"]) from None
     except RecursionError:  # msgspec recurses per nesting level, even to skip a field
-        raise OpenAIProtocolError("server event nests too deeply") from None
+        raise OpenAIProtocolError(_NOT_AN_EVENT["too_deep"]) from None
 
 
 _read_type = event_name_reader("type")
-_NOT_AN_EVENT = {"not_json": "server event is not JSON", "too_deep": "server event nests too deeply",
-                 "not_object": "server event is not a JSON object", "no_name": "server event without a 'type'"}
 
 
 def _unknown_or_invalid(text: str | bytes, error: msgspec.ValidationError) -> Unknown:

@@ -204,6 +204,10 @@ _KNOWN = {EVENT_CONNECTED, EVENT_START, EVENT_MEDIA, EVENT_MARK, EVENT_DTMF, EVE
 _decode = msgspec.json.Decoder(Connected | Start | Media | Mark | Dtmf | Stop).decode
 
 
+_NOT_AN_EVENT = {"not_json": "message is not JSON", "too_deep": "message nests too deeply",
+                 "not_object": "message is not a JSON object"}
+
+
 def parse(text: str) -> TwilioEvent:
     """Parse one Twilio text message; raise TwilioProtocolError if it is not one."""
     try:
@@ -211,14 +215,12 @@ def parse(text: str) -> TwilioEvent:
     except msgspec.ValidationError as exc:
         return _unknown_or_invalid(text, exc)
     except msgspec.DecodeError:
-        raise TwilioProtocolError("message is not JSON", CLOSE_UNSUPPORTED_DATA) from None
+        raise TwilioProtocolError(_NOT_AN_EVENT["not_json"], CLOSE_UNSUPPORTED_DATA) from None
     except RecursionError:  # msgspec recurses per nesting level, even to skip a field
-        raise TwilioProtocolError("message nests too deeply", CLOSE_UNSUPPORTED_DATA) from None
+        raise TwilioProtocolError(_NOT_AN_EVENT["too_deep"], CLOSE_UNSUPPORTED_DATA) from None
 
 
 _read_event = event_name_reader("event")
-_NOT_AN_EVENT = {"not_json": "message is not JSON", "too_deep": "message nests too deeply",
-                 "not_object": "message is not a JSON object"}
 
 
 def _unknown_or_invalid(text: str, error: msgspec.ValidationError) -> Unknown:
