@@ -38,6 +38,7 @@ def normal_model(model: sm.StandinModel) -> Iterator[sm.StandinModel]:
     model.behaviour = sm.NORMAL
     yield model
     model.behaviour = sm.NORMAL
+    model.greeting_audio = SHORT_GREETING
 
 
 @pytest.fixture(scope="module")

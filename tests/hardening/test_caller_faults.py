@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from gevent.pool import Pool
 
+from scripts import audio
 from scripts import standin_model as sm
 from scripts.call import new_sid
 from tests.conftest import GunicornRelay
@@ -64,6 +65,9 @@ def _close_frame_without_stop(call: GoodCall) -> None:
     call.close_without_stop()
 
 
+# 16 s of greeting, 2 s at the stand-in's 8x: still streaming when the caller vanishes.
+LONG_GREETING = bytes((i * 5 + 1) % 256 for i in range(16_000 * audio.BYTES_PER_MS))
+
 WAYS: dict[str, tuple[str, Callable[[GoodCall], None]]] = {
     "dropped_while_the_assistant_speaks": (sm.NORMAL, _vanish_mid_greeting),
     "dropped_while_talking": (sm.NORMAL, _vanish_mid_stream),
@@ -80,6 +84,9 @@ def test_a_vanished_caller_closes_the_openai_socket_within_a_second(
     relay = gunicorn
     behaviour, vanish = WAYS[way]
     normal_model.behaviour = behaviour
+    speaking = way == "dropped_while_the_assistant_speaks"
+    if speaking:
+        normal_model.greeting_audio = LONG_GREETING  # the normal_model fixture puts the short one back
     watch = LogWatch(relay.log)
     sessions = len(normal_model.sessions)
     call = GoodCall(relay.ws_url).begin()
@@ -99,6 +106,9 @@ def test_a_vanished_caller_closes_the_openai_socket_within_a_second(
         assert wait_until(lambda: record.closed_at is not None, 2)
         assert record.closed_at is not None and record.closed_at - gone < 1.0, (
             f"the OpenAI socket closed {record.closed_at - gone:.2f} s after the caller vanished")
+        if speaking:  # the relay let go mid-response: the rest of the greeting was never generated
+            deltas = -(-len(LONG_GREETING) // (normal_model.delta_ms * audio.BYTES_PER_MS))
+            assert 0 < len(record.deltas_sent) < deltas, (len(record.deltas_sent), deltas)
     watch.wait_for(r"call\.ended .*reason=twilio_closed")
     FIGURES.setdefault("caller_faults_survived", [])
     FIGURES["caller_faults_survived"].append(way)  # type: ignore[attr-defined]
