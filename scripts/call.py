@@ -19,9 +19,11 @@ token minted from STREAM_TOKEN_SECRET).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -177,6 +179,7 @@ class SimulatedCaller:
         self._t0 = 0.0
         self._ws: websocket.WebSocket | None = None
         self._threads: list[threading.Thread] = []
+        self._letting_go = False  # the caller is releasing the socket: the reader's error is ours
 
     def _ms(self) -> float:
         return round((time.monotonic() - self._t0) * 1000, 1)
@@ -241,7 +244,8 @@ class SimulatedCaller:
                 # hold time decides when to give up (hang_up's shutdown then ends this loop).
                 continue
             except (OSError, websocket.WebSocketException) as exc:
-                self.result.errors.append(f"receive failed: {exc}")
+                if not self._letting_go:
+                    self.result.errors.append(f"receive failed: {exc}")
                 break
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 if len(data) >= 2:
@@ -255,7 +259,10 @@ class SimulatedCaller:
                 continue
             self._on_message(json.loads(data))
         self.result.closed_at_ms = self._ms()
-        self._note(f"relay closed the stream (code {self.result.close_code})")
+        if self._letting_go and self.result.close_code is None:
+            self._note("caller let go of the line (no close from the relay)")
+        else:
+            self._note(f"relay closed the stream (code {self.result.close_code})")
         self.closed.set()
 
     def _on_message(self, message: dict[str, Any]) -> None:
@@ -372,7 +379,7 @@ class SimulatedCaller:
             return
         if self.closed.is_set():  # the relay hung up first: just release the socket
             self.result.relay_hung_up = True
-            ws.shutdown()
+            self._let_go(ws)
             return
         self._note("caller hangs up" + (" (stop)" if self.send_stop else " (no stop)"))
         try:
@@ -385,7 +392,20 @@ class SimulatedCaller:
         except (OSError, websocket.WebSocketException) as exc:
             self._note(f"hang-up on a closed line ({exc})")
         finally:
-            ws.shutdown()
+            self._let_go(ws)
+
+    def _let_go(self, ws: websocket.WebSocket) -> None:
+        """Release the socket now, waking the reader.
+
+        Closing alone would not wake a thread blocked in ``recv`` (the peer would see the line
+        go only at the reader's next timeout), and ``ws.abort()`` does nothing once
+        ``send_close`` has marked the socket disconnected.
+        """
+        self._letting_go = True
+        if ws.sock is not None:
+            with contextlib.suppress(OSError):
+                ws.sock.shutdown(socket.SHUT_RDWR)
+        ws.shutdown()
 
 
 # -- where the call goes -------------------------------------------------------------
