@@ -256,7 +256,7 @@ class RelayConfig:
         take("log_level", "RELAY_LOG_LEVEL", _log_level)
 
         if "workers" not in values:
-            values["workers"] = cores if cores is not None else available_cores()
+            values["workers"] = min(cores if cores is not None else available_cores(), MAX_WORKERS)
         if "max_calls" not in values:
             values["max_calls"] = CALLS_PER_WORKER * values["workers"]
         max_call_s = values.get("max_call_s", DEFAULT_MAX_CALL_S)

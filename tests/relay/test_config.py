@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.config import RelayConfig
+from relay.config import MAX_WORKERS, RelayConfig
 from relay.errors import ConfigError
 
 GOOD = {
@@ -24,6 +24,11 @@ def test_minimal_production_config_and_defaults() -> None:
     assert config.max_calls == 600  # 150 per worker unless RELAY_MAX_CALLS says otherwise
     assert config.max_call_s == 3300 < config.graceful_timeout_s
     assert config.diagnostic_token is None
+
+
+def test_the_default_worker_count_stays_within_what_the_call_table_holds() -> None:
+    # One worker per core, but never more than RELAY_WORKERS may ask for (the call table's bound).
+    assert RelayConfig.from_env(GOOD, cores=1000).workers == MAX_WORKERS
 
 
 def test_every_problem_is_listed_at_once() -> None:
