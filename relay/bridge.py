@@ -1,10 +1,11 @@
 """CallBridge: the per-call state machine between Twilio and OpenAI. Sans-I/O.
 
-Events go in (``on_twilio``, ``on_openai``, ``on_upstream_open``, ``on_upstream_closed``,
-``on_upstream_failed``, ``on_twilio_closed``, ``on_tick``) and actions come out:
-``SendTwilio``/``SendOpenAI`` (wire text), ``OpenUpstream`` (the stream token checked
-out: send the Realtime upgrade now) and ``EndCall``. The bridge never touches a socket,
-a clock of its own or the environment; ``relay/live_call.py`` performs its actions.
+Events go in (``on_twilio``, ``on_invalid_start``, ``on_openai``, ``on_upstream_open``,
+``on_upstream_closed``, ``on_upstream_failed``, ``on_twilio_closed``, ``on_tick``) and
+actions come out: ``SendTwilio``/``SendOpenAI`` (wire text), ``OpenUpstream`` (the stream
+token checked out: send the Realtime upgrade now) and ``EndCall``. The bridge never
+touches a socket, a clock of its own or the environment; ``relay/live_call.py`` performs
+its actions.
 
 ::
 

@@ -59,7 +59,7 @@ class FrameError(ProtocolError):
 
 
 class TwilioProtocolError(ProtocolError):
-    """Twilio (or whoever speaks for it) sent a message that is not a Media Streams event.
+    """Twilio (or whoever speaks for it) sent a message that is not a valid Media Streams event.
 
     ``event`` names the known event the message claimed to be (``"start"``, ``"media"``...)
     when only its body was invalid; None when it was not an event at all.

@@ -74,9 +74,9 @@ class _MediaFormat(Struct, frozen=True, gc=False, rename="camel"):
 class _StartBody(Struct, frozen=True, gc=False, rename="camel"):
     stream_sid: StreamSid
     call_sid: CallSid
-    account_sid: str = ""
-    # Null is read as absent: neither carries anything the relay needs, so a null must not
-    # cost the caller the call (an invalid start ends it).
+    # Null is read as absent in these three: none carries anything the relay needs, so a
+    # null must not cost the caller the call (an invalid start ends it).
+    account_sid: str | None = ""
     tracks: tuple[str, ...] | None = ("inbound",)
     custom_parameters: dict[str, str] | None = field(default_factory=dict)
     media_format: _MediaFormat = field(default_factory=_MediaFormat)
@@ -107,7 +107,7 @@ class Start(Struct, frozen=True, gc=False, tag_field="event", tag=EVENT_START):
     @property
     def account_sid(self) -> str:
         """The Twilio account (AC...)."""
-        return self.start.account_sid
+        return self.start.account_sid or ""
 
     @property
     def custom_parameters(self) -> dict[str, str]:

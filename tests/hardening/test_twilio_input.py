@@ -267,10 +267,10 @@ def flood(o: Offender, model: sm.StandinModel) -> None:
 
 
 def invalid_start(o: Offender, model: sm.StandinModel) -> None:
-    """A start with a null accountSid can never become a call: ended at once, not at the start timeout."""
+    """A start with a null callSid can never become a call: ended at once, not at the start timeout."""
     o.send(connected_text())
     start = json.loads(start_text(o.stream_sid, o.call_sid, None))
-    start["start"]["accountSid"] = None
+    start["start"]["callSid"] = None
     sent = time.monotonic()
     o.send(json.dumps(start))
     closed = o.assert_ended(1008, "invalid_start")

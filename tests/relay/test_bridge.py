@@ -140,7 +140,7 @@ def test_replayed_token_is_refused_on_the_second_stream() -> None:
 def test_an_invalid_start_ends_the_call_at_once() -> None:
     """Not at the start timeout: nothing can follow it, and the fallback should play now."""
     bridge, _clock = make()
-    detail = "invalid start message: Expected `str`, got `null` - at `$.start.accountSid`"
+    detail = "invalid start message: Expected `str`, got `null` - at `$.start.callSid`"
     assert bridge.on_invalid_start(detail) == [EndCall("invalid_start", 1008)]
     assert bridge.state is CallState.ENDED
 
