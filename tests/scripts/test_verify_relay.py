@@ -199,15 +199,15 @@ def test_the_simulated_caller_hears_silence_as_silence_not_as_a_drop(make_relay:
     try:
         relay = make_relay(model.url)
         target = target_from_relay(relay.ws_url, public_url=relay.ws_url, stream_secret=STREAM_SECRET)
-        result = SimulatedCaller(target, auth_token=AUTH_TOKEN, caller_audio=b"", hold_s=1.0,
-                                 timeout_s=0.3).run()
+        result = SimulatedCaller(target, auth_token=AUTH_TOKEN, caller_audio=b"", hold_s=1.5,
+                                 timeout_s=0.6).run()
     finally:
         model.stop()
     assert result.first_audio_ms is None
     assert result.errors == []
     assert not result.relay_hung_up
     assert result.close_code == 1000  # the relay's answer to the caller's own close
-    assert result.closed_at_ms is not None and result.closed_at_ms >= 1000
+    assert result.closed_at_ms is not None and result.closed_at_ms >= 1500
 
 
 def test_relay_behind_a_wrong_public_url(run_script: Run, make_relay: Any, standin: StandinModel) -> None:
