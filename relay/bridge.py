@@ -1,6 +1,6 @@
 """CallBridge: the per-call state machine between Twilio and OpenAI. Sans-I/O.
 
-Events go in (``on_twilio``, ``on_invalid_start``, ``on_openai``, ``on_upstream_open``,
+Events go in (``on_twilio``, ``on_invalid_message``, ``on_openai``, ``on_upstream_open``,
 ``on_upstream_closed``, ``on_upstream_failed``, ``on_twilio_closed``, ``on_tick``) and
 actions come out: ``SendTwilio``/``SendOpenAI`` (wire text), ``OpenUpstream`` (the stream
 token checked out: send the Realtime upgrade now) and ``EndCall``. The bridge never
@@ -40,6 +40,7 @@ from relay.errors import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
+    TwilioProtocolError,
     UpstreamError,
 )
 from relay.replay_guard import ReplayGuard
@@ -279,17 +280,17 @@ class CallBridge:
         )
         return [OpenUpstream()]
 
-    def on_invalid_start(self, detail: str) -> list[Action]:
-        """A ``start`` that failed validation (a missing or mistyped field, a malformed SID).
+    def on_invalid_message(self, error: TwilioProtocolError) -> list[Action]:
+        """A Twilio message that is not a valid event; ``[]``: one more bad message to count.
 
-        Before the call has started it ends the call at once: nothing can follow an invalid
-        ``start`` (no stream to answer, no token to check), so waiting out the start timeout
-        would only be dead air before Twilio's fallback. After a valid ``start`` it is one
-        more bad message, for the caller to count: ``[]``.
+        A first ``start`` that failed validation (a missing or mistyped field, a malformed
+        SID) ends the call at once: nothing can follow it (no stream to answer, no token to
+        check), so waiting out the start timeout would only be dead air before Twilio's
+        fallback.
         """
-        if self.state is not CallState.AWAITING_START:
+        if error.event != tw.EVENT_START or self.state is not CallState.AWAITING_START:
             return []
-        self.log.warning("call.rejected reason=invalid_start detail=%.200s", detail)
+        self.log.warning("call.rejected reason=invalid_start detail=%.200s", error)
         return self._end("invalid_start", CLOSE_POLICY_VIOLATION)
 
     def on_twilio_closed(self) -> list[Action]:

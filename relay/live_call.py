@@ -153,7 +153,7 @@ class LiveCall:
                 try:
                     event = _parse_twilio(message)
                 except TwilioProtocolError as exc:
-                    ending = bridge.on_invalid_start(str(exc)) if exc.event == tw.EVENT_START else None
+                    ending = bridge.on_invalid_message(exc)
                     if ending:
                         self._execute(ending)  # nothing can be in `appends` before a start
                     else:

@@ -344,7 +344,8 @@ def _deliver(m: Model, step: Step) -> list[Action] | None:
     if kind == "unknown":
         return b.on_twilio(tw.Unknown("novel"))
     if kind == "invalid_start":  # a start that failed validation: LiveCall asks the bridge
-        return b.on_invalid_start("invalid start message: Expected `str`, got `null` - at `$.start.callSid`")
+        return b.on_invalid_message(TwilioProtocolError(
+            "invalid start message: Expected `str`, got `null` - at `$.start.callSid`", event=tw.EVENT_START))
     if kind == "twilio_closed":
         m.twilio_gone = True
         return b.on_twilio_closed()

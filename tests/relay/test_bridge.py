@@ -20,7 +20,7 @@ from relay.bridge import (
     SendOpenAI,
     SendTwilio,
 )
-from relay.errors import UpstreamError
+from relay.errors import TwilioProtocolError, UpstreamError
 from relay.log import CallLog
 from relay.replay_guard import ReplayGuard
 from tests.helpers import Clock
@@ -137,17 +137,22 @@ def test_replayed_token_is_refused_on_the_second_stream() -> None:
     assert second.on_twilio(start_event(clock, token)) == [EndCall("token_replayed", 1008)]
 
 
+def invalid(event: str | None) -> TwilioProtocolError:
+    return TwilioProtocolError(f"invalid {event} message: Expected `str`, got `null`", event=event)
+
+
 def test_an_invalid_start_ends_the_call_at_once() -> None:
     """Not at the start timeout: nothing can follow it, and the fallback should play now."""
     bridge, _clock = make()
-    detail = "invalid start message: Expected `str`, got `null` - at `$.start.callSid`"
-    assert bridge.on_invalid_start(detail) == [EndCall("invalid_start", 1008)]
+    assert bridge.on_invalid_message(invalid("media")) == []  # before a start, as after: one bad message
+    assert bridge.on_invalid_message(invalid(None)) == []
+    assert bridge.on_invalid_message(invalid("start")) == [EndCall("invalid_start", 1008)]
     assert bridge.state is CallState.ENDED
 
 
 def test_an_invalid_start_after_the_start_is_only_a_bad_message() -> None:
     bridge, _clock = active()
-    assert bridge.on_invalid_start("invalid start message: ...") == []
+    assert bridge.on_invalid_message(invalid("start")) == []
     assert bridge.state is CallState.ACTIVE
 
 
