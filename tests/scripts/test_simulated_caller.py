@@ -18,9 +18,9 @@ from collections.abc import Iterator
 import gevent
 import pytest
 
+from scripts.verify_relay import WS_GUID
 from tests.conftest import ROOT
 
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 HOLD_S, TIMEOUT_S = 0.2, 2.0
 
 CALLER = f"""

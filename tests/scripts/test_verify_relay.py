@@ -173,14 +173,19 @@ def test_without_the_diagnostic_the_call_says_openai_is_unreachable(
     assert "run the OpenAI diagnostic" in why
 
 
-def test_a_model_that_never_speaks_is_dead_air(run_script: Run, make_relay: Any) -> None:
-    """The session opens and the call stays up, but no audio ever comes back: dead air, said as such."""
+@pytest.fixture
+def silent_relay(make_relay: Any) -> Iterator[RunningRelay]:
+    """A relay whose OpenAI (the stand-in) opens the session and never says a word."""
     model = StandinModel(api_key=API_KEY, greeting_audio=b"", reply="greeting").start()
     try:
-        relay = make_relay(model.url)
-        code, out = run_script(verify_relay.main, relay.http_url, "--call-timeout", "2", env=SECRETS)
+        yield make_relay(model.url)
     finally:
         model.stop()
+
+
+def test_a_model_that_never_speaks_is_dead_air(run_script: Run, silent_relay: RunningRelay) -> None:
+    """The session opens and the call stays up, but no audio ever comes back: dead air, said as such."""
+    code, out = run_script(verify_relay.main, silent_relay.http_url, "--call-timeout", "2", env=SECRETS)
     assert code == 1
     why = failed_layer(out)
     assert "FAILED at synthetic call" in why
@@ -188,21 +193,16 @@ def test_a_model_that_never_speaks_is_dead_air(run_script: Run, make_relay: Any)
     assert "the relay closed the stream" not in why
 
 
-def test_the_simulated_caller_hears_silence_as_silence_not_as_a_drop(make_relay: Any) -> None:
+def test_the_simulated_caller_hears_silence_as_silence_not_as_a_drop(silent_relay: RunningRelay) -> None:
     """A relay that sends nothing for longer than the caller's socket timeout has not hung up.
 
     The caller keeps listening until its own hold time is up, then hangs up and the relay answers the
     close: before, the reader took the receive timeout for a dropped stream, and the dead-air check
     above came out as "dropped without a close code" in about half the runs.
     """
-    model = StandinModel(api_key=API_KEY, greeting_audio=b"", reply="greeting").start()
-    try:
-        relay = make_relay(model.url)
-        target = target_from_relay(relay.ws_url, public_url=relay.ws_url, stream_secret=STREAM_SECRET)
-        result = SimulatedCaller(target, auth_token=AUTH_TOKEN, caller_audio=b"", hold_s=1.5,
-                                 timeout_s=0.6).run()
-    finally:
-        model.stop()
+    relay = silent_relay
+    target = target_from_relay(relay.ws_url, public_url=relay.ws_url, stream_secret=STREAM_SECRET)
+    result = SimulatedCaller(target, auth_token=AUTH_TOKEN, caller_audio=b"", hold_s=1.5, timeout_s=0.6).run()
     assert result.first_audio_ms is None
     assert result.errors == []
     assert not result.relay_hung_up
