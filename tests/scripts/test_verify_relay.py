@@ -139,13 +139,23 @@ def test_a_proxy_that_drops_the_upgrade_headers(run_script: Run, serve: Serve, s
 
 
 @pytest.fixture
-def relay_with_a_refused_key(make_relay: Any) -> Iterator[RunningRelay]:
-    """A relay whose OpenAI (the stand-in) refuses its key with 401."""
-    model = StandinModel(api_key=API_KEY, behaviour=REJECT_401).start()
-    try:
-        yield make_relay(model.url)
-    finally:
+def relay_before(make_relay: Any) -> Iterator[Callable[..., RunningRelay]]:
+    """Factory: ``relay_before(**options)`` -> a relay whose OpenAI is ``StandinModel(**options)``."""
+    models: list[StandinModel] = []
+
+    def make(**options: Any) -> RunningRelay:
+        models.append(StandinModel(api_key=API_KEY, **options).start())
+        return make_relay(models[-1].url)  # type: ignore[no-any-return]
+
+    yield make
+    for model in models:
         model.stop()
+
+
+@pytest.fixture
+def relay_with_a_refused_key(relay_before: Callable[..., RunningRelay]) -> RunningRelay:
+    """A relay whose OpenAI (the stand-in) refuses its key with 401."""
+    return relay_before(behaviour=REJECT_401)
 
 
 def test_openai_refuses_the_relays_key(run_script: Run, relay_with_a_refused_key: RunningRelay) -> None:
@@ -174,13 +184,9 @@ def test_without_the_diagnostic_the_call_says_openai_is_unreachable(
 
 
 @pytest.fixture
-def silent_relay(make_relay: Any) -> Iterator[RunningRelay]:
+def silent_relay(relay_before: Callable[..., RunningRelay]) -> RunningRelay:
     """A relay whose OpenAI (the stand-in) opens the session and never says a word."""
-    model = StandinModel(api_key=API_KEY, greeting_audio=b"", reply="greeting").start()
-    try:
-        yield make_relay(model.url)
-    finally:
-        model.stop()
+    return relay_before(greeting_audio=b"", reply="greeting")
 
 
 def test_a_model_that_never_speaks_is_dead_air(run_script: Run, silent_relay: RunningRelay) -> None:
