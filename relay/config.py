@@ -40,8 +40,15 @@ DEFAULT_MAX_CALL_S = 3300  # 55 minutes
 CALLS_PER_WORKER = 150
 MAX_WORKERS = 256  # RELAY_WORKERS's upper bound (the call table has a slot for twice as many)
 DEFAULT_GRACEFUL_TIMEOUT_S = 3600
-DEFAULT_CONNECT_TIMEOUT_S = 8.0  # DNS + TCP + TLS + Realtime handshake
-DEFAULT_SESSION_TIMEOUT_S = 10.0  # Twilio's connect -> session.updated, the connect included
+# Every second of these is a second a caller may hear nothing but the comfort tone before
+# the spoken fallback. Opening a Realtime session normally takes well under a second
+# (a few round trips for TCP, TLS and the upgrade, then session.updated); reports of
+# slow ones are 2-3 s in total. So: 3 s to connect (DNS + TCP + TLS + the upgrade), 5 s
+# from Twilio's connect to session.updated, and Twilio's own start, which follows its
+# connect at once, within 5 s (docs/openai-realtime.md).
+DEFAULT_CONNECT_TIMEOUT_S = 3.0  # DNS + TCP + TLS + Realtime handshake
+DEFAULT_SESSION_TIMEOUT_S = 5.0  # Twilio's connect -> session.updated, the connect included
+DEFAULT_START_TIMEOUT_S = 5.0  # Twilio's connect -> a verified start
 
 T = TypeVar("T")
 
@@ -180,7 +187,7 @@ class RelayConfig:
     graceful_timeout_s: int = DEFAULT_GRACEFUL_TIMEOUT_S
     openai_connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S
-    start_timeout_s: float = 10.0
+    start_timeout_s: float = DEFAULT_START_TIMEOUT_S
     close_timeout_s: float = 1.0
     log_level: str = "INFO"
 
