@@ -188,7 +188,6 @@ class RelayConfig:
     openai_connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S
     start_timeout_s: float = DEFAULT_START_TIMEOUT_S
-    close_timeout_s: float = 1.0
     log_level: str = "INFO"
 
     @property

@@ -34,6 +34,7 @@ from relay import openai_protocol as oai
 from relay.bridge import BridgeSettings
 from relay.capacity import CallCounter, LocalCallCounter
 from relay.config import RelayConfig
+from relay.limits import Limits
 from relay.live_call import CallRegistry, LiveCall
 from relay.replay_guard import ReplayGuard
 from relay.transport import WebSocketConnection, server_connection
@@ -77,10 +78,12 @@ class RelayApp:
         *,
         counter: CallCounter | None = None,
         ssl_context: Any = None,
+        limits: Limits | None = None,
     ) -> None:
         self.config = config
+        self.limits = limits or Limits()
         self.counter: CallCounter = counter or LocalCallCounter()
-        self.registry = CallRegistry()
+        self.registry = CallRegistry(self.limits.tick_s)
         self.replay_guard = ReplayGuard()
         self.draining = False
         self.version = __version__
@@ -103,6 +106,7 @@ class RelayApp:
             config.openai_api_key,
             config.openai_connect_timeout_s,
             ssl_context=ssl_context,
+            max_queued_bytes=self.limits.max_queued_bytes,
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -149,9 +153,9 @@ class RelayApp:
             twilio,
             conn_id=f"{self._pid}-{next(self._conn_ids)}",
             settings=self.bridge_settings,
+            limits=self.limits,
             connector=self.connector,
             replay_guard=self.replay_guard,
-            close_timeout_s=self.config.close_timeout_s,
             on_end=self.registry.remove,
         )
         self.registry.add(call)
@@ -261,7 +265,8 @@ class RelayHandler(WebSocketHandler):
         try:  # the call slot ``admit`` took comes back whatever fails, even setting up
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = server_connection(self.socket, self._read_buffered(),
-                                     max_message_bytes=MAX_TWILIO_MESSAGE_BYTES)
+                                     max_message_bytes=MAX_TWILIO_MESSAGE_BYTES,
+                                     max_queued_bytes=app.limits.max_queued_bytes)
             app.run_call(conn)
         finally:
             if conn is not None:
