@@ -17,6 +17,7 @@ Pure: the standard library, msgspec and ``relay.errors`` only.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -41,6 +42,7 @@ TYPE_SESSION_UPDATE = "session.update"
 TYPE_APPEND = "input_audio_buffer.append"
 TYPE_RESPONSE_CREATE = "response.create"
 TYPE_TRUNCATE = "conversation.item.truncate"
+TYPE_ITEM_CREATE = "conversation.item.create"
 
 AUDIO_FORMAT = "audio/pcmu"  # G.711 mu-law at 8 kHz: Twilio's format, passed through
 
@@ -313,18 +315,29 @@ def _unknown_or_invalid(text: str | bytes, error: msgspec.ValidationError) -> Un
 # -- builders (relay -> OpenAI); each returns the JSON text ----------------------------
 
 
-def session_update(*, voice: str, instructions: str) -> str:
-    """The one ``session.update`` the relay sends: pcmu both ways, server VAD, voice."""
+def session_update(*, voice: str, instructions: str, tools: Sequence[Mapping[str, Any]] = (),
+                   transcription_model: str | None = None) -> str:
+    """The one ``session.update`` the relay sends: pcmu both ways, server VAD, voice.
+
+    ``tools`` are GA function tools (flat: ``{"type": "function", "name", "description",
+    "parameters"}``), offered with ``tool_choice: "auto"``. ``transcription_model`` asks
+    for a transcript of the caller (``conversation.item.input_audio_transcription.*``).
+    """
     voice_value: Any = {"id": voice} if voice.startswith("voice_") else voice
-    session = {
+    audio_input: dict[str, Any] = {
+        "format": {"type": AUDIO_FORMAT},
+        # Telephone handsets are close-talking microphones.
+        "noise_reduction": {"type": "near_field"},
+    }
+    if transcription_model:
+        audio_input["transcription"] = {"model": transcription_model}
+    session: dict[str, Any] = {
         "type": "realtime",
         "output_modalities": ["audio"],
         "instructions": instructions,
         "audio": {
             "input": {
-                "format": {"type": AUDIO_FORMAT},
-                # Telephone handsets are close-talking microphones.
-                "noise_reduction": {"type": "near_field"},
+                **audio_input,
                 "turn_detection": {
                     "type": "server_vad",
                     "threshold": 0.5,
@@ -337,6 +350,9 @@ def session_update(*, voice: str, instructions: str) -> str:
             "output": {"format": {"type": AUDIO_FORMAT}, "voice": voice_value},
         },
     }
+    if tools:
+        session["tools"] = [dict(tool) for tool in tools]
+        session["tool_choice"] = "auto"
     return json.dumps({"type": TYPE_SESSION_UPDATE, "session": session}, separators=(",", ":"))
 
 
@@ -351,6 +367,23 @@ def response_create(instructions: str | None = None) -> str:
     if instructions:
         event["response"] = {"instructions": instructions}
     return json.dumps(event, separators=(",", ":"))
+
+
+def function_call_output(call_id: str, output: str) -> str:
+    """A tool's result for the model (``output`` is a string: JSON text, as the API wants).
+
+    The model speaks about it only after a ``response.create``.
+    """
+    return json.dumps({"type": TYPE_ITEM_CREATE,
+                       "item": {"type": "function_call_output", "call_id": call_id, "output": output}},
+                      separators=(",", ":"))
+
+
+def user_text(text: str) -> str:
+    """A user message in text (the keys a caller pressed, say); a ``response.create`` answers it."""
+    return json.dumps({"type": TYPE_ITEM_CREATE,
+                       "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}},
+                      separators=(",", ":"))
 
 
 def greeting(text: str) -> str:
