@@ -10,7 +10,7 @@ Pure: standard library only.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 
 class EndCall(NamedTuple):
@@ -30,11 +30,14 @@ class OpenUpstream(NamedTuple):
 
 
 class RunTool(NamedTuple):
-    """POST one function call to its tool's URL; answer with ``CallBridge.tool_done``."""
+    """POST one function call to its tool's URL; answer with ``CallBridge.tool_done``.
+
+    ``arguments_json`` is the model's text, already checked against the tool's schema.
+    """
 
     call_id: str
-    tool: Any  # relay.assistant.Tool
-    arguments: dict[str, Any]
+    tool: str
+    arguments_json: str
 
 
 class UpdateCall(NamedTuple):

@@ -22,7 +22,9 @@ The bridge never touches a socket, a clock of its own or the environment.
   would be noise to the model. The wait costs one round trip.
 - While the session is not ready after ``Limits.comfort_tone_after_s``, the caller hears
   a soft comfort tone (relay/comfort_tone.py) until the greeting, which clears it first.
-- Played-audio bookkeeping for barge-in is relay/playout.py's.
+- Played-audio bookkeeping for barge-in is relay/playout.py's; tools, the endings the
+  assistant chooses (hang-up, transfer, the time limit's goodbye) and keypad digits are
+  relay/conversation.py's, which the bridge feeds and whose actions it returns.
 
 Imports only the standard library and the relay's pure modules.
 """
@@ -32,13 +34,15 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from enum import Enum
 
-from relay import comfort_tone, stream_token
 from relay import openai_protocol as oai
+from relay import stream_token
 from relay import twilio_protocol as tw
 from relay.actions import Actions, EndCall, OpenUpstream
+from relay.call_settings import BridgeSettings, Persona
+from relay.comfort_tone import ComfortTone
+from relay.conversation import Conversation, ToolOutcome
 from relay.errors import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
@@ -49,6 +53,7 @@ from relay.errors import (
     UpstreamError,
 )
 from relay.limits import Limits
+from relay.peer_guard import PeerGuard
 from relay.playout import Playout
 from relay.replay_guard import ReplayGuard
 
@@ -68,25 +73,6 @@ _payload_bytes = tw.payload_bytes
 _parse_twilio = tw.parse
 _parse_openai = oai.parse
 _append_audio = oai.append_audio
-
-# Unknown Twilio events are tolerated (Twilio adds events over time) and each new name is
-# logged once. A peer can invent a name per message, so after this many names the rest
-# are neither logged nor remembered: one line says so.
-MAX_UNKNOWN_EVENT_NAMES = 8
-# How far ahead of the clock the comfort tone is queued at Twilio (a tick is 0.25 s).
-_TONE_LEAD_MS = 500
-
-
-@dataclass(frozen=True, slots=True)
-class BridgeSettings:
-    """What every call's bridge needs, built once per process."""
-
-    stream_token_secret: str = field(repr=False)
-    session_update: str
-    greeting: str | None
-    start_timeout_s: float
-    session_timeout_s: float
-    max_call_s: float
 
 
 class CallBridge:
@@ -117,16 +103,12 @@ class CallBridge:
         self.call_sid = ""
         self.account_sid = ""
         self._to_twilio = tw.Outbound("")
+        self.persona: Persona | None = None  # chosen by the called number, once start verifies
+        self.conversation: Conversation | None = None
         self.playout = Playout()
         self._early: deque[str] = deque(maxlen=limits.early_audio_frames)
-        self._tone_next = 0  # index into comfort_tone.CHUNKS
-        self._tone_until_ms: int | None = None  # tone queued at Twilio up to this moment (monotonic ms)
-        self._tone_over = False
-        # Flood accounting: messages and caller audio (base64 characters) since the last check.
-        self._flood_since = self.accepted_at
-        self._messages_in = 0
-        self._audio_chars_in = 0
-        self._bad_messages = 0
+        self.tone = ComfortTone(limits.comfort_tone_after_s)
+        self.guard = PeerGuard(limits, log, self.accepted_at)
         # Counters for the end-of-call line.
         self.frames_from_caller = 0
         self.early_frames = 0
@@ -135,7 +117,6 @@ class CallBridge:
         self.barge_ins = 0
         self.first_audio_ms: float | None = None
         self._warned: set[str] = set()
-        self._unknown_events: set[str] = set()
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -183,7 +164,7 @@ class CallBridge:
     def twilio_messages(self, batch: Sequence[str | bytes]) -> Actions:
         """Every data message of one read from Twilio's socket, in order."""
         out = Actions()
-        self._messages_in += len(batch)
+        self.guard.received(len(batch))
         for message in batch:
             if type(message) is not str:
                 self._bad_message(out, "binary", "twilio.binary_frame ignored=true")
@@ -215,14 +196,15 @@ class CallBridge:
             self._on_start(event, out)  # type: ignore[arg-type]
         elif kind is tw.Stop:
             self.log.info("twilio.stop")
-            self._end(out, "caller_hangup", CLOSE_NORMAL)
+            self._end(out, self._hangup_reason(), CLOSE_NORMAL)
         elif kind is tw.Connected:
             self.log.debug("twilio.connected protocol=%s", event.protocol)  # type: ignore[union-attr]
         elif kind is tw.Dtmf:
             # The digit itself is not logged: callers type PINs and card numbers.
-            self.log.info("twilio.dtmf")
+            if self.state is _ACTIVE and event.stream_sid == self.stream_sid:  # type: ignore[union-attr]
+                self.conversation.digit(event.digit, self._monotonic(), out)  # type: ignore[union-attr]
         else:
-            self._on_unknown(event.event)  # type: ignore[union-attr]
+            self.guard.unknown_event(event.event)  # type: ignore[union-attr]
 
     def _media(self, media: tw.Media, out: Actions) -> None:
         """Caller audio: the hot path (every 20 ms of every call)."""
@@ -232,15 +214,16 @@ class CallBridge:
                 self._warn_once("media_sid", "twilio.wrong_stream_sid event=media")
                 return
             payload = media.payload
-            self.frames_from_caller += 1
-            self._audio_chars_in += len(payload)
-            out.to_openai.append(_append_audio(payload))
+            self.guard.audio(len(payload))
+            if self.conversation.ending is None:  # type: ignore[union-attr]  # an ending starts no new turn
+                self.frames_from_caller += 1
+                out.to_openai.append(_append_audio(payload))
         elif state is CallState.AWAITING_SESSION:
             if media.stream_sid != self.stream_sid:
                 self._warn_once("media_sid", "twilio.wrong_stream_sid event=media")
                 return
             payload = media.payload
-            self._audio_chars_in += len(payload)
+            self.guard.audio(len(payload))
             early = self._early
             if len(early) == early.maxlen:
                 self.dropped_before_ready += 1
@@ -265,24 +248,13 @@ class CallBridge:
         self._bad_message(out, "invalid", "twilio.invalid_message detail=%.200s", error)
 
     def _bad_message(self, out: Actions, kind: str, message: str, *args: object) -> None:
-        self._bad_messages += 1
-        limit = self.limits.max_bad_messages
-        if self._bad_messages == 1 or self._bad_messages == limit:
-            self.log.warning(message + " count=%d", *args, self._bad_messages)
-        if self._bad_messages >= limit and self.state is not _ENDED:
-            self.log.warning("call.too_many_bad_messages kind=%s", kind)
+        if self.guard.bad_message(kind, message, *args):
             self._end(out, "twilio_protocol_error", CLOSE_POLICY_VIOLATION)
 
-    def _on_unknown(self, name: str) -> None:
-        seen = self._unknown_events
-        if name in seen or len(seen) > MAX_UNKNOWN_EVENT_NAMES:
-            return
-        seen.add(name)
-        if len(seen) > MAX_UNKNOWN_EVENT_NAMES:
-            self.log.warning("twilio.unknown_events_suppressed names_logged=%d", MAX_UNKNOWN_EVENT_NAMES)
-        else:
-            # Quoted: the name is the peer's text, and must not forge a log line of its own.
-            self.log.warning("twilio.unknown_event event=%r", name)
+    def _hangup_reason(self, default: str = "caller_hangup") -> str:
+        """Why the stream ended when Twilio ended it: an ending the assistant began, or ``default``."""
+        reason = self.conversation.stop_reason() if self.conversation is not None else "caller_hangup"
+        return default if reason == "caller_hangup" else reason
 
     def _on_start(self, start: tw.Start, out: Actions) -> None:
         if self.state is not CallState.AWAITING_START:
@@ -307,6 +279,9 @@ class CallBridge:
         self.stream_sid = start.stream_sid
         self.call_sid = start.call_sid
         self.account_sid = start.account_sid
+        self.persona = self.settings.persona_for("")
+        self.conversation = Conversation(self.persona.assistant, self.limits, self.playout, self.log, self._end,
+                                         account_sid=start.account_sid, call_sid=start.call_sid)
         self._to_twilio = tw.Outbound(start.stream_sid)
         bind = getattr(self.log, "bind", None)
         if bind is not None:
@@ -322,15 +297,15 @@ class CallBridge:
         if error is not None:
             self.log.warning("twilio.frame_error close_code=%d detail=%s", error.close_code, error)
             return self._end(out, "twilio_protocol_error", error.close_code, abort=("twilio",))
-        return self._end(out, "twilio_closed", CLOSE_NORMAL)
+        return self._end(out, self._hangup_reason("twilio_closed"), CLOSE_NORMAL)
 
     # -- OpenAI -> bridge -----------------------------------------------------------------
 
     def upstream_open(self) -> Actions:
         """The Realtime socket is open: configure the session."""
         out = Actions()
-        if self.state is not _ENDED:
-            out.to_openai.append(self.settings.session_update)
+        if self.state is not _ENDED and self.persona is not None:
+            out.to_openai.append(self.persona.session_update)
         return out
 
     def upstream_failed(self, error: UpstreamError) -> Actions:
@@ -399,6 +374,12 @@ class CallBridge:
             self._on_error(event, out)  # type: ignore[arg-type]
         elif kind is oai.ResponseDone:
             self._on_response_done(event, out)  # type: ignore[arg-type]
+        elif kind is oai.ResponseCreated:
+            if self.conversation is not None:
+                self.conversation.response_created()
+        elif kind is oai.FunctionCallDone:
+            if self.state is _ACTIVE:
+                self.conversation.function_call(event, self._monotonic(), out)  # type: ignore[union-attr,arg-type]
         elif kind is oai.ItemTruncated:
             self.log.debug("openai.item_truncated audio_end_ms=%s", event.audio_end_ms)  # type: ignore[union-attr]
 
@@ -418,10 +399,8 @@ class CallBridge:
 
     def _stop_tone(self, out: Actions) -> None:
         """No more comfort tone; drop what Twilio still holds of it."""
-        self._tone_over = True
-        if self._tone_until_ms is not None:
+        if self.tone.stop():
             out.to_twilio.append(self._to_twilio.clear)
-            self._tone_until_ms = None
 
     def _first_audio(self, out: Actions) -> None:
         self._stop_tone(out)
@@ -447,13 +426,15 @@ class CallBridge:
             self.frames_from_caller += len(self._early)
             out.to_openai += self._early
             self._early.clear()
-        if self.settings.greeting is not None:
-            out.to_openai.append(self.settings.greeting)
+        greeting = self.persona.greeting  # type: ignore[union-attr]
+        if greeting is not None:
+            out.to_openai.append(greeting)
+            self.conversation.responding = True  # type: ignore[union-attr]
         else:
             self._stop_tone(out)
 
     def _on_speech_started(self, out: Actions) -> None:
-        if not self._tone_over:  # the caller is talking: the assistant is clearly there
+        if not self.tone.over:  # the caller is talking: the assistant is clearly there
             self._stop_tone(out)
         interrupted = self.playout.interrupt()
         if interrupted is None:
@@ -465,7 +446,7 @@ class CallBridge:
         out.to_openai.append(oai.truncate(item_id, audio_end_ms))
 
     def _on_response_done(self, done: oai.ResponseDone, out: Actions) -> None:
-        if not self._tone_over:  # the greeting ended without a sound: no tone for ever
+        if not self.tone.over:  # the greeting ended without a sound: no tone for ever
             self._stop_tone(out)
         self.log.info(
             "openai.response_done response_id=%s status=%s reason=%s total_tokens=%s "
@@ -478,6 +459,8 @@ class CallBridge:
             # same way, so end the call and let the fallback play.
             self.log.error("openai.response_failed fatal=true reason=%s", done.reason)
             self._end(out, "openai_error", CLOSE_INTERNAL_ERROR)
+        elif self.state is _ACTIVE:
+            self.conversation.response_done(self._monotonic(), out)  # type: ignore[union-attr]
 
     def _on_error(self, error: oai.ErrorEvent, out: Actions) -> None:
         if self.state is CallState.AWAITING_SESSION or error.fatal:
@@ -492,6 +475,8 @@ class CallBridge:
             "openai.error fatal=false type=%s code=%s param=%s message=%r",
             error.error_type, error.code, error.param, error.message,
         )
+        if error.code == "conversation_already_has_active_response" and self.conversation is not None:
+            self.conversation.response_refused()
 
     # -- time -----------------------------------------------------------------------------
 
@@ -513,31 +498,39 @@ class CallBridge:
             self.log.error("openai.session_timeout waited_s=%.1f", age)
             return self._end(out, "session_timeout", CLOSE_INTERNAL_ERROR)
         if self.started_at is not None and now - self.started_at > settings.max_call_s:
-            self.log.info("call.max_length_reached max_call_s=%d", settings.max_call_s)
-            return self._end(out, "max_call_length", CLOSE_NORMAL)
+            conversation = self.conversation
+            if state is not _ACTIVE or conversation is None:
+                return self._end(out, "max_call_length", CLOSE_NORMAL)
+            if conversation.ending is None:
+                self.log.info("call.max_length_reached max_call_s=%d", settings.max_call_s)
+                conversation.time_limit(now, out)
         for side, since in (("twilio", twilio_blocked_since), ("openai", openai_blocked_since)):
             if since and now - since > limits.send_stall_s:
                 self.log.warning("%s.send_stalled seconds=%.1f", side, now - since)
                 return self._end(out, f"{side}_stalled", CLOSE_INTERNAL_ERROR, abort=(side,))
-        self._check_flood(now, out)
+        if self.guard.flooding(now):
+            return self._end(out, "twilio_flood", CLOSE_POLICY_VIOLATION)
         if self.state is not _ENDED:
             self._comfort_tone(now, out)
+        if self.state is _ACTIVE:
+            self.conversation.tick(now, out)  # type: ignore[union-attr]
         return out
 
-    def _check_flood(self, now: float, out: Actions) -> None:
-        window = now - self._flood_since
-        limits = self.limits
-        if window < limits.flood_window_s:
-            return
-        messages_per_s = self._messages_in / window
-        audio_ratio = self._audio_chars_in * 3 / 4 / tw.BYTES_PER_MS / 1000 / window
-        self._flood_since, self._messages_in, self._audio_chars_in = now, 0, 0
-        if messages_per_s > limits.flood_messages_per_s:
-            self.log.warning("twilio.flood messages_per_s=%.0f", messages_per_s)
-            self._end(out, "twilio_flood", CLOSE_POLICY_VIOLATION)
-        elif audio_ratio > limits.flood_audio_ratio:
-            self.log.warning("twilio.flood audio_x_realtime=%.1f", audio_ratio)
-            self._end(out, "twilio_flood", CLOSE_POLICY_VIOLATION)
+    # -- what the relay did on the bridge's behalf ---------------------------------------------
+
+    def tool_done(self, call_id: str, result: ToolOutcome) -> Actions:
+        """A RunTool effect finished: its output goes to the model."""
+        out = Actions()
+        if self.state is _ACTIVE:
+            self.conversation.tool_done(call_id, result, out)  # type: ignore[union-attr]
+        return out
+
+    def update_done(self, ok: bool) -> Actions:
+        """An UpdateCall effect finished: Twilio accepted it (``ok``) or could not be asked."""
+        out = Actions()
+        if self.state is _ACTIVE:
+            self.conversation.update_done(ok, self._monotonic(), out)  # type: ignore[union-attr]
+        return out
 
     def _comfort_tone(self, now: float, out: Actions) -> None:
         """Keep a soft tone queued at Twilio while the session is slow to open.
@@ -546,19 +539,14 @@ class CallBridge:
         (or, with no greeting, the session being ready), the caller talking, the greeting's
         response ending without audio, or the session deadline; whichever comes first.
         """
-        if self._tone_over or self.started_at is None:
+        if self.tone.over or self.started_at is None:
             return
         if now - self.accepted_at > self.settings.session_timeout_s:
             self._stop_tone(out)
             return
-        now_ms = int(now * 1000)
-        if self._tone_until_ms is None:
-            if now - self.started_at < self.limits.comfort_tone_after_s:
-                return
-            self._tone_until_ms = now_ms
+        was_playing = self.tone.playing
+        payloads = self.tone.due(now, now - self.started_at)
+        if payloads and not was_playing:
             self.log.info("call.comfort_tone waited_s=%.1f", now - self.started_at)
-        chunks = comfort_tone.CHUNKS
-        while self._tone_until_ms < now_ms + _TONE_LEAD_MS:
-            out.to_twilio.append(self._to_twilio.media(chunks[self._tone_next]))
-            self._tone_next = (self._tone_next + 1) % len(chunks)
-            self._tone_until_ms = max(self._tone_until_ms, now_ms) + comfort_tone.CHUNK_MS
+        media = self._to_twilio.media
+        out.to_twilio += [media(payload) for payload in payloads]

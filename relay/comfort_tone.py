@@ -58,3 +58,45 @@ _CHUNK_BYTES = SAMPLE_RATE * CHUNK_MS // 1000
 CHUNKS: tuple[str, ...] = tuple(
     base64.b64encode(CYCLE[i : i + _CHUNK_BYTES]).decode("ascii") for i in range(0, len(CYCLE), _CHUNK_BYTES)
 )
+# How far ahead of the clock the tone is queued at Twilio (the bridge ticks every 0.25 s).
+LEAD_MS = 500
+
+
+class ComfortTone:
+    """When to play the tone on one call, and which chunk comes next."""
+
+    __slots__ = ("after_s", "queued_until_ms", "over", "_next")
+
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
+        self.queued_until_ms: int | None = None  # tone queued at Twilio up to this moment (monotonic ms)
+        self.over = False
+        self._next = 0
+
+    @property
+    def playing(self) -> bool:
+        """True while Twilio may still hold tone to play."""
+        return self.queued_until_ms is not None
+
+    def due(self, now: float, waited_s: float) -> list[str]:
+        """The payloads to queue now (``waited_s``: how long the caller has waited)."""
+        if self.over:
+            return []
+        now_ms = int(now * 1000)
+        if self.queued_until_ms is None:
+            if waited_s < self.after_s:
+                return []
+            self.queued_until_ms = now_ms
+        payloads = []
+        while self.queued_until_ms < now_ms + LEAD_MS:
+            payloads.append(CHUNKS[self._next])
+            self._next = (self._next + 1) % len(CHUNKS)
+            self.queued_until_ms = max(self.queued_until_ms, now_ms) + CHUNK_MS
+        return payloads
+
+    def stop(self) -> bool:
+        """No more tone; True if Twilio still holds some (it must be cleared)."""
+        self.over = True
+        was_playing = self.queued_until_ms is not None
+        self.queued_until_ms = None
+        return was_playing

@@ -52,6 +52,17 @@ class Limits:
     comfort_tone_after_s: float = 1.5
     #: How long a close handshake may take before the socket is cut.
     close_timeout_s: float = 1.0
+    #: Keypad digits are gathered until "#" or a pause this long, then given to the model.
+    dtmf_pause_s: float = 1.5
+    #: When the assistant hangs up or transfers, the longest wait for its last words to play
+    #: out (Twilio echoes the mark after them) before the call is updated anyway.
+    goodbye_s: float = 10.0
+    #: The longest wait for Twilio's REST API to answer a hang-up or transfer (its own
+    #: request times out sooner; this is the state machine's guard).
+    rest_timeout_s: float = 15.0
+    #: After Twilio accepted a hang-up or transfer, the longest wait for it to end the
+    #: stream before the relay closes it itself.
+    hangup_confirm_s: float = 5.0
 
     @property
     def early_audio_frames(self) -> int:

@@ -36,7 +36,8 @@ import gevent
 from gevent.event import Event
 
 from relay.actions import Actions, EndCall, OpenUpstream
-from relay.bridge import BridgeSettings, CallBridge
+from relay.bridge import CallBridge
+from relay.call_settings import BridgeSettings
 from relay.errors import CLOSE_NORMAL, FrameError, UpstreamError
 from relay.limits import Limits
 from relay.log import CallLog

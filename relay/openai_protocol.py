@@ -35,6 +35,7 @@ TYPE_SPEECH_STOPPED = "input_audio_buffer.speech_stopped"
 TYPE_RESPONSE_CREATED = "response.created"
 TYPE_RESPONSE_DONE = "response.done"
 TYPE_ITEM_TRUNCATED = "conversation.item.truncated"
+TYPE_FUNCTION_CALL_DONE = "response.function_call_arguments.done"
 TYPE_ERROR = "error"
 
 # -- client event types we send ---------------------------------------------------------
@@ -43,6 +44,7 @@ TYPE_APPEND = "input_audio_buffer.append"
 TYPE_RESPONSE_CREATE = "response.create"
 TYPE_TRUNCATE = "conversation.item.truncate"
 TYPE_ITEM_CREATE = "conversation.item.create"
+TYPE_RESPONSE_CANCEL = "response.cancel"
 
 AUDIO_FORMAT = "audio/pcmu"  # G.711 mu-law at 8 kHz: Twilio's format, passed through
 
@@ -220,6 +222,16 @@ class ItemTruncated(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_IT
     audio_end_ms: int = 0
 
 
+class FunctionCallDone(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_FUNCTION_CALL_DONE):
+    """The model called a function: its name and arguments (a JSON text) are complete."""
+
+    call_id: str
+    name: str
+    arguments: str = ""
+    response_id: str = ""
+    item_id: str = ""
+
+
 class ErrorEvent(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_ERROR):
     """An ``error`` event; most are recoverable (see FATAL_ERROR_CODES)."""
 
@@ -271,15 +283,16 @@ OpenAIEvent = (
     | ResponseCreated
     | ResponseDone
     | ItemTruncated
+    | FunctionCallDone
     | ErrorEvent
     | Unknown
 )
 _KNOWN = {TYPE_SESSION_CREATED, TYPE_SESSION_UPDATED, TYPE_AUDIO_DELTA, TYPE_SPEECH_STARTED,
           TYPE_SPEECH_STOPPED, TYPE_RESPONSE_CREATED, TYPE_RESPONSE_DONE, TYPE_ITEM_TRUNCATED,
-          TYPE_ERROR}
+          TYPE_FUNCTION_CALL_DONE, TYPE_ERROR}
 _decode = msgspec.json.Decoder(
     SessionCreated | SessionUpdated | AudioDelta | SpeechStarted | SpeechStopped | ResponseCreated
-    | ResponseDone | ItemTruncated | ErrorEvent
+    | ResponseDone | ItemTruncated | FunctionCallDone | ErrorEvent
 ).decode
 
 
@@ -384,6 +397,11 @@ def user_text(text: str) -> str:
     return json.dumps({"type": TYPE_ITEM_CREATE,
                        "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}},
                       separators=(",", ":"))
+
+
+def response_cancel() -> str:
+    """Stop the response in progress (the server answers an idle session with a harmless error)."""
+    return '{"type":"response.cancel"}'
 
 
 def greeting(text: str) -> str:

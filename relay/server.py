@@ -29,9 +29,8 @@ from typing import Any
 from geventwebsocket.handler import WebSocketHandler
 from twilio.request_validator import RequestValidator
 
-from relay import __version__, diagnostic
-from relay import openai_protocol as oai
-from relay.bridge import BridgeSettings
+from relay import __version__, call_settings, diagnostic
+from relay.call_settings import BridgeSettings
 from relay.capacity import CallCounter, LocalCallCounter
 from relay.config import RelayConfig
 from relay.limits import Limits
@@ -90,13 +89,12 @@ class RelayApp:
         self._validator = RequestValidator(config.twilio_auth_token)
         self._conn_ids = itertools.count(1)
         self._pid = os.getpid()
-        self.session_update = oai.session_update(
-            voice=config.openai_voice, instructions=config.assistant_instructions
-        )
+        by_number = call_settings.personas(config.assistants, config.openai_transcription_model)
+        # The diagnostic sends exactly what the default assistant's calls send.
+        self.session_update = by_number[""].session_update
         self.bridge_settings = BridgeSettings(
             stream_token_secret=config.stream_token_secret,
-            session_update=self.session_update,
-            greeting=oai.greeting(config.assistant_greeting) if config.assistant_greeting else None,
+            personas=by_number,
             start_timeout_s=config.start_timeout_s,
             session_timeout_s=config.session_timeout_s,
             max_call_s=config.max_call_s,

@@ -33,8 +33,10 @@ from hypothesis import strategies as st
 from relay import comfort_tone, stream_token
 from relay import openai_protocol as oai
 from relay import twilio_protocol as tw
-from relay.actions import Actions, EndCall, OpenUpstream
-from relay.bridge import BridgeSettings, CallBridge, CallState
+from relay.actions import Actions, EndCall, OpenUpstream, UpdateCall
+from relay.assistant import Assistant
+from relay.bridge import CallBridge, CallState
+from relay.call_settings import BridgeSettings, persona
 from relay.errors import FrameError, OpenAIProtocolError, TwilioProtocolError, UpstreamError
 from relay.limits import Limits
 from relay.log import CallLog
@@ -222,12 +224,13 @@ SECRET = "p" * 40
 CALL = "CA" + "7" * 32
 STREAM = "MZ" + "8" * 32
 START_TIMEOUT_S, SESSION_TIMEOUT_S, MAX_CALL_S = 5.0, 8.0, 60.0
+ASSISTANT = Assistant(instructions="Be brief.", greeting="Hi.", voice="marin")
 GREETING = oai.greeting("Hi.")
 # Thousands of examples, each logging its warnings: keep them out of pytest's capture.
 QUIET_LOG = logging.getLogger("test.properties.quiet")
 QUIET_LOG.propagate = False
 QUIET_LOG.addHandler(logging.NullHandler())
-SESSION_UPDATE = oai.session_update(voice="marin", instructions="Be brief.")
+SESSION_UPDATE = persona(ASSISTANT).session_update
 # Small enough that scripts overflow the held audio and run into the bad-message limit.
 LIMITS = Limits(early_audio_s=0.1, max_bad_messages=6)
 
@@ -431,6 +434,10 @@ def _check(m: Model, step: Step, actions: Actions, was_active: bool) -> None:
     kind = step[0]
     heard_item, heard_bytes = m.heard_item, m.heard_bytes  # before this step's clear, if any
     for effect in actions.effects:
+        if isinstance(effect, UpdateCall):  # the time limit's hang-up, once its goodbye is over
+            assert m.ready and effect.destination is None and m.clock.now - m.accepted_at > MAX_CALL_S
+            hypothesis_event("time limit: call completed through the REST API")
+            continue
         assert isinstance(effect, OpenUpstream)
         assert kind == "start" and step[1] == "valid" and not m.verified
         m.verified = True
@@ -449,9 +456,17 @@ def _check(m: Model, step: Step, actions: Actions, was_active: bool) -> None:
             hypothesis_event("truncated after hearing audio" if end_ms else "truncated before any was heard")
             heard = heard_bytes if heard_item == item else 0
             assert 0 <= end_ms == heard // tw.BYTES_PER_MS <= m.sent_bytes.get(item, 0) // tw.BYTES_PER_MS
+        elif event["type"] == oai.TYPE_ITEM_CREATE:  # the keys the caller pressed, after "#" or a pause
+            assert m.ready and kind in ("dtmf", "tick") and event["item"]["role"] == "user"
+            hypothesis_event("digits given to the model")
+        elif event["type"] == oai.TYPE_RESPONSE_CANCEL:  # the time limit cuts a response short
+            assert kind == "tick" and m.clock.now - m.accepted_at > MAX_CALL_S
         else:
-            assert event["type"] == oai.TYPE_RESPONSE_CREATE and kind == "session_updated"
-            assert actions.to_openai[-1] == text, "the greeting comes after the caller's held audio"
+            assert event["type"] == oai.TYPE_RESPONSE_CREATE
+            if kind == "session_updated":
+                assert actions.to_openai[-1] == text, "the greeting comes after the caller's held audio"
+            else:  # answering digits, or the time limit's goodbye
+                assert m.ready and kind in ("dtmf", "tick", "response_done", "response_failed")
     if kind == "session_updated" and appends:
         hypothesis_event("held caller audio sent once the session was ready")
         assert appends == m.early, "held caller audio lost, reordered or invented"
@@ -497,8 +512,8 @@ def _check_ending(m: Model, step: Step, end: EndCall) -> None:
         assert step[0] == "tick" and age > START_TIMEOUT_S
     elif end.reason == "session_timeout":
         assert step[0] == "tick" and age > SESSION_TIMEOUT_S and not m.ready
-    elif end.reason == "max_call_length":
-        assert step[0] == "tick" and age > MAX_CALL_S
+    elif end.reason.startswith("max_call_length"):
+        assert age > MAX_CALL_S
     elif end.reason == "openai_error":
         assert step[0] in ("error", "response_failed")
     elif end.reason == "invalid_start":
@@ -531,13 +546,16 @@ def _echo(m: Model, step: Step, name: str) -> None:
 
 @settings(BOUNDED, max_examples=200)
 @given(call_scripts(), st.sampled_from([False] * 7 + [True]))
+@example([("start", "valid", False), ("upstream_open",), ("session_updated", True), ("dtmf",), ("tick", 2.0)], False)
+@example([("start", "valid", False), ("upstream_open",), ("session_updated", True), ("response_done",),
+          *[("tick", 5.0)] * 13], False)
 def test_call_bridge_keeps_its_promises_whatever_the_peers_do(sequence: list[Step], replayed: bool) -> None:
     clock = Clock()
     guard = ReplayGuard()
     if replayed:  # this CallSid already had its stream: a valid token is a replay now
         guard.claim(CALL, clock.wall() + 300, clock.wall())
     bridge = CallBridge(
-        BridgeSettings(stream_token_secret=SECRET, session_update=SESSION_UPDATE, greeting=GREETING,
+        BridgeSettings(stream_token_secret=SECRET, personas={"": persona(ASSISTANT)},
                        start_timeout_s=START_TIMEOUT_S, session_timeout_s=SESSION_TIMEOUT_S, max_call_s=MAX_CALL_S),
         LIMITS, monotonic=clock.monotonic, wall=clock.wall, replay_guard=guard,
         log=CallLog(QUIET_LOG, "p"),

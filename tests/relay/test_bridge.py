@@ -12,25 +12,29 @@ from relay import comfort_tone, stream_token
 from relay import openai_protocol as oai
 from relay import twilio_protocol as tw
 from relay.actions import Actions, EndCall, OpenUpstream
-from relay.bridge import MAX_UNKNOWN_EVENT_NAMES, BridgeSettings, CallBridge, CallState
+from relay.assistant import Assistant
+from relay.bridge import CallBridge, CallState
+from relay.call_settings import BridgeSettings, persona
 from relay.errors import FrameError, UpstreamError
 from relay.limits import Limits
 from relay.log import CallLog
+from relay.peer_guard import MAX_UNKNOWN_EVENT_NAMES
 from relay.replay_guard import ReplayGuard
 from tests.helpers import Clock
 
 SECRET = "s" * 40
 CALL = "CA" + "1" * 32
 STREAM = "MZ" + "2" * 32
+ASSISTANT = Assistant(instructions="Be brief.", greeting="Hello there.", voice="marin")
 GREETING = oai.greeting("Hello there.")
-SESSION_UPDATE = oai.session_update(voice="marin", instructions="Be brief.")
+SESSION_UPDATE = persona(ASSISTANT).session_update
 PCMU = oai.SessionUpdated.of("audio/pcmu", "audio/pcmu")
 
 
-def settings(**changes: object) -> BridgeSettings:
-    values: dict[str, object] = dict(stream_token_secret=SECRET, session_update=SESSION_UPDATE,
-                                     greeting=GREETING, start_timeout_s=5.0, session_timeout_s=8.0,
-                                     max_call_s=60.0)
+def settings(greeting: str | None = "Hello there.", **changes: object) -> BridgeSettings:
+    assistant = Assistant(instructions="Be brief.", greeting=greeting or "", voice="marin")
+    values: dict[str, object] = dict(stream_token_secret=SECRET, personas={"": persona(assistant)},
+                                     start_timeout_s=5.0, session_timeout_s=8.0, max_call_s=60.0)
     values.update(changes)
     return BridgeSettings(**values)  # type: ignore[arg-type]
 
@@ -38,7 +42,7 @@ def settings(**changes: object) -> BridgeSettings:
 def make(clock: Clock | None = None, guard: ReplayGuard | None = None, limits: Limits | None = None,
          **changes: object) -> tuple[CallBridge, Clock]:
     clock = clock or Clock()
-    bridge = CallBridge(settings(**changes), limits or Limits(), monotonic=clock.monotonic, wall=clock.wall,
+    bridge = CallBridge(settings(**changes), limits or Limits(), monotonic=clock.monotonic, wall=clock.wall,  # type: ignore[arg-type]
                         replay_guard=guard if guard is not None else ReplayGuard(),
                         log=CallLog(logging.getLogger("test"), "t"))
     return bridge, clock
@@ -499,11 +503,19 @@ def test_session_timeout() -> None:
     assert bridge.tick(clock.now).end == EndCall("session_timeout", 1011)
 
 
-def test_max_call_length() -> None:
+def test_max_call_length_starts_the_goodbye() -> None:
+    """The ending itself is relay/conversation.py's (tests/relay/test_conversation.py)."""
     bridge, clock = active()
     clock.now += 59
     assert nothing(bridge.tick(clock.now))
     clock.now += 2
+    actions = bridge.tick(clock.now)
+    assert openai_json(actions) == [{"type": "response.cancel"}] and actions.end is None  # the greeting is cut
+
+
+def test_max_call_length_before_the_session_was_ready_just_ends() -> None:
+    bridge, clock = started(session_timeout_s=120.0)
+    clock.now += 61
     assert bridge.tick(clock.now).end == EndCall("max_call_length", 1000)
 
 
