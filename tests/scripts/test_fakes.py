@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,8 +44,11 @@ def test_the_receivers_check_signatures_with_the_documented_lines() -> None:
         assert verify_lines((ROOT / "scripts" / "fakes" / name).read_text()) == documented, name
 
 
+RunFake = Callable[..., tuple[subprocess.Popen[bytes], str, Path]]
+
+
 @pytest.fixture
-def run_fake(tmp_path: Path) -> Iterator[object]:
+def run_fake(tmp_path: Path) -> Iterator[RunFake]:
     started: list[subprocess.Popen[bytes]] = []
 
     def run(module: str, *args: str) -> tuple[subprocess.Popen[bytes], str, Path]:
@@ -68,8 +71,8 @@ def signed(body: bytes) -> dict[str, str]:
     return {"Content-Type": "application/json", SIGNATURE_HEADER: signature_header(SECRET, body, int(time.time()))}
 
 
-def test_the_example_tool_alone(run_fake: object) -> None:
-    _, url, log = run_fake("example_tool", "--secret", SECRET)  # type: ignore[operator]
+def test_the_example_tool_alone(run_fake: RunFake) -> None:
+    _, url, log = run_fake("example_tool", "--secret", SECRET)
     body = json.dumps({"call_sid": "CA1", "call_id": "call_1", "tool": "lookup_order",
                        "arguments": {"order_id": "1002"}}).encode()
     status, _, answer = get(url + "/lookup_order", signed(body), "POST", body)
@@ -79,16 +82,17 @@ def test_the_example_tool_alone(run_fake: object) -> None:
     assert "POST /lookup_order -> 401 (signature REFUSED)" in log.read_text()
 
 
-def test_the_report_receiver_alone(run_fake: object) -> None:
-    _, url, log = run_fake("report_receiver", "--secret", SECRET)  # type: ignore[operator]
-    body = json.dumps({"call_sid": "CA9", "transcript": [{"role": "caller", "text": "Hi there", "at_ms": 1500}]}).encode()
+def test_the_report_receiver_alone(run_fake: RunFake) -> None:
+    _, url, log = run_fake("report_receiver", "--secret", SECRET)
+    turn = {"role": "caller", "text": "Hi there", "at_ms": 1500}
+    body = json.dumps({"call_sid": "CA9", "transcript": [turn]}).encode()
     status, _, _ = get(url + "/calls", signed(body), "POST", body)
     assert status == 200
     assert wait_for_text(log, "[00:01.5]    caller: Hi there")
 
 
-def test_the_twilio_rest_api_alone(run_fake: object) -> None:
-    _, url, log = run_fake("twilio_rest_api")  # type: ignore[operator]
+def test_the_twilio_rest_api_alone(run_fake: RunFake) -> None:
+    _, url, log = run_fake("twilio_rest_api")
     path = f"/2010-04-01/Accounts/AC{'0' * 32}/Calls/CA{'1' * 32}.json"
     status, _, answer = get(url + path, {"Content-Type": "application/x-www-form-urlencoded"}, "POST",
                             b"Status=completed")
