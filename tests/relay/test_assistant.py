@@ -324,3 +324,13 @@ def test_the_shipped_examples_are_valid(example: str) -> None:
     assistants = load_file(str(ROOT / example), ENV)
     assert assistants.default.tools and assistants.default.transfer_destinations
     json.dumps([assistant.session_tools() for assistant in assistants.all()])
+
+
+def test_docs_describe_every_key_the_file_may_hold() -> None:
+    from relay import assistant_file
+
+    documented = (ROOT / "docs" / "assistant.md").read_text()
+    tables = ("tools", "end_call", "transfer", "numbers")
+    for key in (*assistant_file._TOP_KEYS, *assistant_file._TOOL_KEYS, "enabled", "destinations"):
+        row, heading = f"| `{key}` |", f"### `[{'[' if key == 'tools' else ''}{key}"
+        assert (heading if key in tables else row) in documented, key
