@@ -50,10 +50,17 @@ _REASONS = {HANG_UP: "assistant_hangup", TRANSFER: "transferred", TIME_LIMIT: "m
 class ToolOutcome(Protocol):
     """What running a tool produced (relay/tools.py's ToolResult)."""
 
-    ok: bool
-    output: str
-    outcome: str
-    duration_ms: float
+    @property
+    def ok(self) -> bool: ...  # noqa: D102
+
+    @property
+    def output(self) -> str: ...  # noqa: D102
+
+    @property
+    def outcome(self) -> str: ...  # noqa: D102
+
+    @property
+    def duration_ms(self) -> float: ...  # noqa: D102
 
 
 @dataclass(slots=True)

@@ -14,7 +14,10 @@ How a call runs:
   each read goes to the bridge as one batch and its actions go out at once, with no
   greenlet switch on the way (the per-frame path of every call);
 - one watchdog greenlet per worker (CallRegistry) ticks every call: the bridge judges
-  deadlines, stalled peers and floods from the clock and the sockets' send queues.
+  deadlines, stalled peers and floods from the clock and the sockets' send queues;
+- effects that need I/O of their own (a tool's HTTP request, a hang-up or transfer through
+  Twilio's REST API) each run in a greenlet of their own, so audio keeps flowing both ways
+  meanwhile, and their results go back to the bridge (``tool_done``, ``update_done``).
 
 Endings: the bridge returns EndCall once; LiveCall sends a close frame (with its code) to
 both peers and aborts whatever has not closed within ``Limits.close_timeout_s`` (at once
@@ -31,18 +34,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import gevent
 from gevent.event import Event
 
-from relay.actions import Actions, EndCall, OpenUpstream
+from relay.actions import Actions, EndCall, OpenUpstream, RunTool, UpdateCall
 from relay.bridge import CallBridge
 from relay.call_settings import BridgeSettings
 from relay.errors import CLOSE_NORMAL, FrameError, UpstreamError
 from relay.limits import Limits
 from relay.log import CallLog
 from relay.replay_guard import ReplayGuard
+from relay.tools import ToolRunner
 from relay.transport import ConnectionClosed, Messages, WebSocketConnection
+from relay.twilio_rest import TwilioRest
 from relay.upstream import UpstreamConnector
 
 log = logging.getLogger(__name__)
@@ -60,10 +66,14 @@ class LiveCall:
         limits: Limits,
         connector: UpstreamConnector,
         replay_guard: ReplayGuard,
+        twilio_rest: TwilioRest,
+        tool_runner: ToolRunner | None = None,
         on_end: Callable[[LiveCall], None] | None = None,
     ) -> None:
         self.twilio = twilio
         self.connector = connector
+        self.twilio_rest = twilio_rest
+        self.tool_runner = tool_runner
         self.limits = limits
         self.log = CallLog(log, conn_id)
         self.bridge = CallBridge(
@@ -76,6 +86,7 @@ class LiveCall:
         self._twilio_done = False
         self._upstream: gevent.Greenlet | None = None
         self._abort_timer: gevent.Greenlet | None = None
+        self._workers: set[gevent.Greenlet] = set()  # tools and REST requests in flight
         self.upstream_connected_ms: float | None = None
 
     @property
@@ -180,10 +191,36 @@ class LiveCall:
         if actions.to_openai:
             self._send("openai", self.openai, actions.to_openai)
         for effect in actions.effects:
-            if type(effect) is OpenUpstream:
+            kind = type(effect)
+            if kind is OpenUpstream:
                 self._authorized.set()
+            elif kind is RunTool:
+                self._spawn("tool", self._run_tool, effect)
+            elif kind is UpdateCall:
+                self._spawn("twilio_rest", self._update_call, effect)
         if actions.end is not None:
             self._end(actions.end)
+
+    def _spawn(self, side: str, work: Callable[[Any], Actions], effect: Any) -> None:
+        worker = gevent.spawn(self._guarded, side, lambda: work(effect))
+        self._workers.add(worker)
+        worker.link(self._workers.discard)
+
+    def _run_tool(self, effect: RunTool) -> Actions:
+        bridge = self.bridge
+        if self.tool_runner is None or bridge.persona is None:  # no RELAY_SIGNING_SECRET: config forbids tools
+            raise RuntimeError("a tool was called with no tool runner")
+        result = self.tool_runner.run(bridge.persona.assistant, effect.tool, call_sid=bridge.call_sid,
+                                      call_id=effect.call_id, arguments_json=effect.arguments_json, call_log=self.log)
+        return bridge.tool_done(effect.call_id, result)
+
+    def _update_call(self, effect: UpdateCall) -> Actions:
+        rest = self.twilio_rest
+        if effect.destination is None:
+            result = rest.complete(effect.account_sid, effect.call_sid, call_log=self.log)
+        else:
+            result = rest.transfer(effect.account_sid, effect.call_sid, effect.destination, call_log=self.log)
+        return self.bridge.update_done(result.ok)
 
     def _send(self, side: str, conn: WebSocketConnection | None, texts: list[str]) -> None:
         try:
@@ -224,6 +261,8 @@ class LiveCall:
             self._perform(self.bridge.twilio_closed())
         if self._upstream is not None and not self._upstream.dead:
             self._upstream.kill(block=True, timeout=1.0)
+        if self._workers:  # a tool or REST request still running for a call that is over
+            gevent.killall(list(self._workers), block=True, timeout=1.0)
         if self._abort_timer is not None:
             self._abort_timer.kill(block=False)
         self.twilio.release()

@@ -36,7 +36,9 @@ from relay.config import RelayConfig
 from relay.limits import Limits
 from relay.live_call import CallRegistry, LiveCall
 from relay.replay_guard import ReplayGuard
+from relay.tools import ToolRunner
 from relay.transport import WebSocketConnection, server_connection
+from relay.twilio_rest import TwilioRest
 from relay.upstream import UpstreamConnector
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,8 @@ class RelayApp:
             session_timeout_s=config.session_timeout_s,
             max_call_s=config.max_call_s,
         )
+        self.twilio_rest = TwilioRest.from_config(config)
+        self.tool_runner = ToolRunner(config.signing_secret) if config.signing_secret else None
         self.connector = UpstreamConnector(
             config.openai_connect_url,
             config.openai_api_key,
@@ -154,6 +158,8 @@ class RelayApp:
             limits=self.limits,
             connector=self.connector,
             replay_guard=self.replay_guard,
+            twilio_rest=self.twilio_rest,
+            tool_runner=self.tool_runner,
             on_end=self.registry.remove,
         )
         self.registry.add(call)
