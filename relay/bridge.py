@@ -126,6 +126,9 @@ class CallBridge:
         self.end_reason: str | None = None
         self.stream_sid = ""
         self.call_sid = ""
+        # The numbers the stream token vouches for (set by a verified start; "" if absent).
+        self.caller_number = ""
+        self.called_number = ""
         self._to_twilio = tw.Outbound("")
         # Barge-in bookkeeping (see the module docstring).
         self.pending_marks: deque[tuple[str, str, int]] = deque()
@@ -256,23 +259,24 @@ class CallBridge:
         self.stream_sid = start.stream_sid
         self.call_sid = start.call_sid
         self._to_twilio = tw.Outbound(start.stream_sid)
+        now = self._wall()
+        try:
+            verified = stream_token.verify_parameters(
+                self.settings.stream_token_secret, start.custom_parameters, start.call_sid, now
+            )
+        except stream_token.StreamTokenError as exc:
+            self.log.warning("call.rejected reason=token_%s unverified_call_sid=%s detail=%r",
+                             exc.reason, start.call_sid, str(exc))
+            return self._end("token_" + exc.reason, CLOSE_POLICY_VIOLATION)
+        # Only a verified token makes these ids the call's: no line before this one carries them.
         bind = getattr(self.log, "bind", None)
         if bind is not None:
             bind(start.call_sid, start.stream_sid)
-        now = self._wall()
-        try:
-            expires = stream_token.verify(
-                self.settings.stream_token_secret,
-                start.custom_parameters.get(stream_token.PARAMETER_NAME),
-                start.call_sid,
-                now,
-            )
-        except stream_token.StreamTokenError as exc:
-            self.log.warning("call.rejected reason=token_%s detail=%r", exc.reason, str(exc))
-            return self._end("token_" + exc.reason, CLOSE_POLICY_VIOLATION)
-        if not self._replay_guard.claim(start.call_sid, expires, now):
+        if not self._replay_guard.claim(start.call_sid, verified.expires, now):
             self.log.warning("call.rejected reason=token_replayed")
             return self._end("token_replayed", CLOSE_POLICY_VIOLATION)
+        self.caller_number = verified.caller_number
+        self.called_number = verified.called_number
         self.started_at = self._monotonic()
         self.state = CallState.AWAITING_SESSION
         self.log.info(
