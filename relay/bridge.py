@@ -43,7 +43,7 @@ from relay.errors import (
     TwilioProtocolError,
     UpstreamError,
 )
-from relay.replay_guard import ReplayGuard
+from relay.replay_guard import ReplayGuard, retention_end
 
 
 class CallState(Enum):
@@ -272,7 +272,8 @@ class CallBridge:
         bind = getattr(self.log, "bind", None)
         if bind is not None:
             bind(start.call_sid, start.stream_sid)
-        if not self._replay_guard.claim(start.call_sid, verified.expires, now):
+        keep_until = retention_end(verified.expires, now, self.settings.max_call_s)
+        if not self._replay_guard.claim(start.call_sid, keep_until, now):
             self.log.warning("call.rejected reason=token_replayed")
             return self._end("token_replayed", CLOSE_POLICY_VIOLATION)
         self.caller_number = verified.caller_number

@@ -165,6 +165,29 @@ def test_a_start_whose_numbers_were_altered_is_refused(altered: dict[str, str]) 
     assert (bridge.caller_number, bridge.called_number) == ("", "")
 
 
+def test_one_token_never_opens_two_sessions_even_in_the_skew_allowance() -> None:
+    """The token still verifies for CLOCK_SKEW_S after its expiry: so must the guard remember it."""
+    guard, clock = ReplayGuard(), Clock()
+    minted_at = clock.wall()
+    first, _ = make(clock, guard)
+    assert first.on_twilio(numbered_start(clock, minted_at=minted_at, ttl_s=30)) == [OpenUpstream()]
+    clock.now += 30 + stream_token.CLOCK_SKEW_S - 1  # past expiry, inside the allowance: it verifies
+    second, _ = make(clock, guard)
+    assert second.on_twilio(numbered_start(clock, minted_at=minted_at, ttl_s=30)) == [
+        EndCall("token_replayed", 1008)]
+
+
+def test_a_fresh_token_for_a_used_call_sid_is_refused_as_long_as_the_call_can_last() -> None:
+    """A replayed webhook request mints a new token for the same CallSid, any time in the call."""
+    guard, clock = ReplayGuard(), Clock()
+    first, _ = make(clock, guard, max_call_s=3300.0)
+    assert first.on_twilio(numbered_start(clock)) == [OpenUpstream()]
+    for later_s in (60, 3299, 3300 + stream_token.MAX_TTL_S):  # each minted just now, still valid
+        clock.now += later_s
+        again, _ = make(clock, guard, max_call_s=3300.0)
+        assert again.on_twilio(numbered_start(clock)) == [EndCall("token_replayed", 1008)], later_s
+
+
 def test_the_call_sid_is_bound_to_the_log_only_once_the_token_verified(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="test")
     refused, clock = make()
