@@ -10,10 +10,9 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask.testing import FlaskClient
-
-from relay import stream_token as relay_token
 from twilio.request_validator import RequestValidator
 
+from relay import stream_token as relay_token
 from tests.conftest import AUTH_TOKEN, STREAM_SECRET
 from tests.webhook.conftest import (
     CALLED,
