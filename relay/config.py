@@ -144,6 +144,15 @@ def _voice(value: str) -> str:
     return value
 
 
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise ValueError(
+            f"RELAY_LOG_FORMAT must be text (one key=value line per event, the default) or json "
+            f"(one JSON object per line, for log shippers) (got {value!r})"
+        )
+    return value
+
+
 def _log_level(value: str) -> str:
     level = value.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -183,6 +192,7 @@ class RelayConfig:
     start_timeout_s: float = 10.0
     close_timeout_s: float = 1.0
     log_level: str = "INFO"
+    log_format: str = "text"
 
     @property
     def stream_url(self) -> str:
@@ -254,6 +264,7 @@ class RelayConfig:
         take("start_timeout_s", "TWILIO_START_TIMEOUT_SECONDS",
              _float_in("TWILIO_START_TIMEOUT_SECONDS", 0.1, 60))
         take("log_level", "RELAY_LOG_LEVEL", _log_level)
+        take("log_format", "RELAY_LOG_FORMAT", _log_format)
 
         if "workers" not in values:
             values["workers"] = min(cores if cores is not None else available_cores(), MAX_WORKERS)

@@ -102,3 +102,12 @@ def test_secrets_stay_out_of_repr_and_redacted() -> None:
         for secret in ("sk-live-secret-value", "twilio-secret-value", "x" * 32, "diagnostic-secret-value"):
             assert secret not in text
     assert config.redacted()["openai_api_key"] == "(set)"
+
+
+def test_log_format_is_text_by_default_json_on_request_and_nothing_else() -> None:
+    assert RelayConfig.from_env(GOOD).log_format == "text"
+    assert RelayConfig.from_env({**GOOD, "RELAY_LOG_FORMAT": "json"}).log_format == "json"
+    with pytest.raises(ConfigError) as info:
+        RelayConfig.from_env({**GOOD, "RELAY_LOG_FORMAT": "JSON"})
+    (problem,) = info.value.problems
+    assert problem.startswith("RELAY_LOG_FORMAT must be text") and "json" in problem

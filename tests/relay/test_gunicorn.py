@@ -134,3 +134,38 @@ def test_a_replayed_token_is_refused_whichever_worker_takes_it(
     assert result.close_code == 1000  # the real call went on, untouched
     assert _replay(relay, target.call_sid, target.parameters) == (1008, "token_replayed")  # and after it
     assert standin.handshakes == 1 and len(standin.sessions) == 1
+
+
+def test_json_logs_are_one_object_per_line_with_the_calls_fields(
+    gunicorn_relay: Any, standin: sm.StandinModel
+) -> None:
+    relay = gunicorn_relay(standin.url, RELAY_LOG_FORMAT="json")
+    call = call_to(relay)
+    result = call.run()
+    assert result.close_code == 1000
+    assert wait_until(lambda: '"call.ended"' in relay.log(), 3)
+
+    lines = relay.log().splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert all(line.startswith("[") for line in lines if not line.startswith("{")), "only gunicorn's own lines"
+    ended = next(r for r in records if r["event"] == "call.ended")
+    assert ended["logger"] == "relay.live_call" and ended["level"] == "INFO"
+    assert ended["call_sid"] == call.target.call_sid and ended["stream_sid"].startswith("MZ")
+    assert ended["reason"] == "caller_hangup" and isinstance(ended["duration_s"], float)
+    assert {r["event"] for r in records} >= {"relay.configured", "call.accepted", "twilio.start",
+                                             "openai.session_updated", "call.first_audio"}
+
+
+def test_a_peer_cannot_write_a_log_line_of_its_own(gunicorn_relay: Any, standin: sm.StandinModel) -> None:
+    relay = gunicorn_relay(standin.url, RELAY_LOG_LEVEL="DEBUG")
+    forged = "2026-01-01T00:00:00.000Z WARNING relay.bridge call.rejected reason=forged"
+    ws = connect(relay.ws_url)
+    ws.send(json.dumps({"event": "connected", "protocol": f"Call\r\n{forged}\u2028{forged}", "version": "1.0.0"}))
+    ws.send(json.dumps({"event": f"x\n{forged}"}))  # an unknown event, named by the peer
+    ws.send(InboundStream(f"CA{'0' * 32}\n").start({}))  # a CallSid with a newline: refused, logged quoted
+    await_close(ws, 5)
+    assert wait_until(lambda: "call.ended" in relay.log(), 5)
+
+    log = relay.log()
+    assert "twilio.connected" in log and "twilio.unknown_event" in log and "invalid_start" in log
+    assert not any(line.startswith("2026-01-01") for line in log.splitlines()), log
