@@ -15,7 +15,7 @@ record lock (per process, so it excludes sibling workers even through the inheri
 descriptor); it reads one bucket of 16 entries and writes one, a few microseconds once
 per call, never per frame. ``ReplayGuard()`` is the same table in one process's memory
 (tests, a relay without gunicorn). Other instances have their own table: the README
-(Security) says what bounds a replay across instances.
+("Stream tokens and replays") says what bounds a replay across instances.
 
 Retention: a CallSid is kept at least until ``retention_end()``: past the last moment
 any token for it can verify. That is its own token's expiry plus the clock-skew

@@ -51,7 +51,7 @@ DEFAULT_FALLBACK_MESSAGE = (
 # (https://www.twilio.com/docs/errors/11205). 30 s is twice that worst case, and the relay
 # accepts a token CLOCK_SKEW_S (30 s) past its expiry on top. Every second more is a
 # second in which a token read from a log still opens a session on another instance (the
-# replay guard is per instance): see README, Security.
+# replay guard is per instance): see the README, "Stream tokens and replays".
 DEFAULT_STREAM_TOKEN_TTL_S = 30
 # At least the 15 s Twilio may take; at most what the relay's replay guard is sized for.
 _TTL_RANGE_S = (15, stream_token.MAX_TTL_S)
