@@ -55,7 +55,7 @@ from relay.errors import (
 from relay.limits import Limits
 from relay.peer_guard import PeerGuard
 from relay.playout import Playout
-from relay.replay_guard import ReplayGuard
+from relay.replay_guard import ReplayGuard, retention_end
 
 
 class CallState(Enum):
@@ -102,6 +102,9 @@ class CallBridge:
         self.stream_sid = ""
         self.call_sid = ""
         self.account_sid = ""
+        # The numbers the stream token vouches for (set by a verified start; "" if absent).
+        self.caller_number = ""
+        self.called_number = ""
         self._to_twilio = tw.Outbound("")
         self.persona: Persona | None = None  # chosen by the called number, once start verifies
         self.conversation: Conversation | None = None
@@ -262,30 +265,34 @@ class CallBridge:
             return
         now = self._wall()
         try:
-            expires = stream_token.verify(
-                self.settings.stream_token_secret,
-                start.custom_parameters.get(stream_token.PARAMETER_NAME),
-                start.call_sid,
-                now,
+            verified = stream_token.verify_parameters(
+                self.settings.stream_token_secret, start.custom_parameters, start.call_sid, now
             )
         except stream_token.StreamTokenError as exc:
-            self.log.warning("call.rejected reason=token_%s detail=%r", exc.reason, str(exc))
+            self.log.warning("call.rejected reason=token_%s unverified_call_sid=%s detail=%r",
+                             exc.reason, start.call_sid, str(exc))
             self._end(out, "token_" + exc.reason, CLOSE_POLICY_VIOLATION)
             return
-        if not self._replay_guard.claim(start.call_sid, expires, now):
-            self.log.warning("call.rejected reason=token_replayed")
-            self._end(out, "token_replayed", CLOSE_POLICY_VIOLATION)
-            return
-        self.stream_sid = start.stream_sid
-        self.call_sid = start.call_sid
-        self.account_sid = start.account_sid
-        self.persona = self.settings.persona_for("")
-        self.conversation = Conversation(self.persona.assistant, self.limits, self.playout, self.log, self._end,
-                                         account_sid=start.account_sid, call_sid=start.call_sid)
-        self._to_twilio = tw.Outbound(start.stream_sid)
+        # Only a verified token makes these ids the call's: no line before this one carries them.
         bind = getattr(self.log, "bind", None)
         if bind is not None:
             bind(start.call_sid, start.stream_sid)
+        keep_until = retention_end(verified.expires, now, self.settings.max_call_s)
+        if not self._replay_guard.claim(start.call_sid, keep_until, now):
+            self.log.warning("call.rejected reason=token_replayed")
+            self._end(out, "token_replayed", CLOSE_POLICY_VIOLATION)
+            return
+        self.caller_number = verified.caller_number
+        self.called_number = verified.called_number
+        self.stream_sid = start.stream_sid
+        self.call_sid = start.call_sid
+        self.account_sid = start.account_sid
+        # The assistant is chosen by the called number the token vouches for, never by a
+        # value the caller could change.
+        self.persona = self.settings.persona_for(verified.called_number)
+        self.conversation = Conversation(self.persona.assistant, self.limits, self.playout, self.log, self._end,
+                                         account_sid=start.account_sid, call_sid=start.call_sid)
+        self._to_twilio = tw.Outbound(start.stream_sid)
         self.started_at = self._monotonic()
         self.state = CallState.AWAITING_SESSION
         self.log.info("twilio.start ms_since_accept=%.1f", (self.started_at - self.accepted_at) * 1000)

@@ -171,6 +171,15 @@ def _transcription_model(value: str) -> str:
     return value
 
 
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise ValueError(
+            f"RELAY_LOG_FORMAT must be text (one key=value line per event, the default) or json "
+            f"(one JSON object per line, for log shippers) (got {value!r})"
+        )
+    return value
+
+
 def _log_level(value: str) -> str:
     level = value.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -218,6 +227,7 @@ class RelayConfig:
     twilio_api_base_url: str = DEFAULT_TWILIO_API_BASE_URL
     call_report_url: str | None = field(default=None, repr=False)  # its query may hold a key
     openai_transcription_model: str = DEFAULT_TRANSCRIPTION_MODEL  # "" = no transcription
+    log_format: str = "text"
 
     @property
     def stream_url(self) -> str:
@@ -329,6 +339,7 @@ class RelayConfig:
                 f"RELAY_SIGNING_SECRET is not set, but {' and '.join(signed)}: tool requests and call reports "
                 f"are signed with it, at least 32 characters (generate one with: "
                 f"python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        take("log_format", "RELAY_LOG_FORMAT", _log_format)
 
         if "workers" not in values:
             values["workers"] = min(cores if cores is not None else available_cores(), MAX_WORKERS)

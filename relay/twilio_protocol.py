@@ -42,11 +42,13 @@ EVENT_CLEAR = "clear"
 # 8 kHz G.711 mu-law: one byte per sample, 8 bytes per millisecond.
 BYTES_PER_MS = 8
 
-# Twilio SIDs are two letters and 32 hex digits; the check is loose on the digits
-# (stand-ins and tests use readable ones) but strict on the alphabet: SIDs end up in log
-# lines and in the JSON we build.
-CallSid = Annotated[str, Meta(pattern=r"^CA[0-9A-Za-z]{1,62}$")]
-StreamSid = Annotated[str, Meta(pattern=r"^MZ[0-9A-Za-z]{1,62}$")]
+# Twilio SIDs are two letters and 32 hex digits (Twilio's API definitions:
+# ^CA[0-9a-fA-F]{32}$). Anything else is refused: SIDs end up in log lines, in the JSON we
+# build and in the stream token's MAC. msgspec applies a pattern with re.search, so it
+# must be anchored at both ends, and with \Z: "$" also matches before a final newline,
+# which would let "CA...\n" through to split a log line.
+CallSid = Annotated[str, Meta(pattern=r"\ACA[0-9a-fA-F]{32}\Z")]
+StreamSid = Annotated[str, Meta(pattern=r"\AMZ[0-9a-fA-F]{32}\Z")]
 
 
 class _MediaBody(Struct, frozen=True, gc=False):

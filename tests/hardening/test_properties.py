@@ -56,8 +56,8 @@ json_values = st.recursive(
     max_leaves=20,
 )
 event_names = st.sampled_from(["connected", "start", "media", "mark", "dtmf", "stop", "clear"]) | st.text(max_size=12)
-stream_sids = st.from_regex(r"MZ[0-9A-Za-z]{1,62}", fullmatch=True)
-call_sids = st.from_regex(r"CA[0-9A-Za-z]{1,62}", fullmatch=True)
+stream_sids = st.from_regex(r"MZ[0-9a-fA-F]{32}", fullmatch=True)
+call_sids = st.from_regex(r"CA[0-9a-fA-F]{32}", fullmatch=True)
 
 
 @st.composite
@@ -78,7 +78,7 @@ def mangled(draw: st.DrawFn) -> str:
     """A real Twilio message, cut short, with a character slipped in, or repeated."""
     sid = draw(stream_sids)
     text = draw(st.sampled_from([
-        tw.media(sid, "AAAA"), json.dumps({"event": "start", "start": {"streamSid": sid, "callSid": "CA1"}}),
+        tw.media(sid, "AAAA"), json.dumps({"event": "start", "start": {"streamSid": sid, "callSid": "CA" + "1" * 32}}),
         json.dumps({"event": "stop", "streamSid": sid}), '{"event": "mark", "mark": {"name": "1"}}',
     ]))
     cut = draw(st.integers(0, len(text)))

@@ -120,7 +120,8 @@ def test_no_greeting_when_none_is_configured() -> None:
 
 @pytest.mark.parametrize(
     ("token", "reason"),
-    [(None, "token_missing"), ("garbage", "token_malformed"), ("v1.9999999999.AAAA", "token_mismatch")],
+    [(None, "token_missing"), ("garbage", "token_malformed"), ("v1.9999999999.AAAA", "token_malformed"),
+     ("v2.9999999999.AAAA", "token_mismatch")],
 )
 def test_bad_tokens_end_the_call_before_anything_goes_upstream(token: str | None, reason: str) -> None:
     bridge, clock = make()
@@ -153,6 +154,71 @@ def test_replayed_token_is_refused_on_the_second_stream() -> None:
     assert first.on_twilio(start_event(clock, token)).effects == [OpenUpstream()]
     second, _ = make(clock, guard)
     assert second.on_twilio(start_event(clock, token)).end == EndCall("token_replayed", 1008)
+
+
+CALLER, CALLED = "+15550001111", "+15550002222"
+
+
+def numbered_start(clock: Clock, *, caller: str = CALLER, called: str = CALLED, minted_at: float | None = None,
+                   ttl_s: int = 30, call_sid: str = CALL) -> tw.Start:
+    """A start as the webhook's TwiML produces it: the token and the two numbers it binds."""
+    params = stream_token.mint_parameters(SECRET, call_sid, clock.wall() if minted_at is None else minted_at,
+                                          ttl_s, caller_number=CALLER, called_number=CALLED)
+    params.update({stream_token.CALLER_PARAMETER: caller, stream_token.CALLED_PARAMETER: called})
+    return tw.Start.of(STREAM, call_sid, params)
+
+
+def test_the_verified_numbers_are_the_bridges_after_start() -> None:
+    bridge, clock = make()
+    assert (bridge.caller_number, bridge.called_number) == ("", "")
+    assert bridge.on_twilio(numbered_start(clock)).effects == [OpenUpstream()]
+    assert (bridge.caller_number, bridge.called_number) == (CALLER, CALLED)
+
+
+@pytest.mark.parametrize("altered", [{"called": "+15550003333"}, {"caller": "+15550009999"}, {"called": ""},
+                                     {"caller": CALLED, "called": CALLER}])
+def test_a_start_whose_numbers_were_altered_is_refused(altered: dict[str, str]) -> None:
+    bridge, clock = make()
+    assert bridge.on_twilio(numbered_start(clock, **altered)).end == EndCall("token_mismatch", 1008)
+    assert (bridge.caller_number, bridge.called_number) == ("", "")
+
+
+def test_one_token_never_opens_two_sessions_even_in_the_skew_allowance() -> None:
+    """The token still verifies for CLOCK_SKEW_S after its expiry: so must the guard remember it."""
+    guard, clock = ReplayGuard(), Clock()
+    minted_at = clock.wall()
+    first, _ = make(clock, guard)
+    assert first.on_twilio(numbered_start(clock, minted_at=minted_at, ttl_s=30)).effects == [OpenUpstream()]
+    clock.now += 30 + stream_token.CLOCK_SKEW_S - 1  # past expiry, inside the allowance: it verifies
+    second, _ = make(clock, guard)
+    assert second.on_twilio(numbered_start(clock, minted_at=minted_at, ttl_s=30)).end == EndCall("token_replayed", 1008)
+
+
+def test_a_fresh_token_for_a_used_call_sid_is_refused_as_long_as_the_call_can_last() -> None:
+    """A replayed webhook request mints a new token for the same CallSid, any time in the call."""
+    guard, clock = ReplayGuard(), Clock()
+    first, _ = make(clock, guard, max_call_s=3300.0)
+    assert first.on_twilio(numbered_start(clock)).effects == [OpenUpstream()]
+    for later_s in (60, 3299, 3300 + stream_token.MAX_TTL_S):  # each minted just now, still valid
+        clock.now += later_s
+        again, _ = make(clock, guard, max_call_s=3300.0)
+        assert again.on_twilio(numbered_start(clock)).end == EndCall("token_replayed", 1008), later_s
+
+
+def test_the_call_sid_is_bound_to_the_log_only_once_the_token_verified(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="test")
+    refused, clock = make()
+    refused.on_twilio(start_event(clock, stream_token.mint("f" * 40, CALL, clock.wall(), 30)))
+    (rejected,) = [r.getMessage() for r in caplog.records]
+    assert rejected.startswith("call.rejected conn=t reason=token_mismatch unverified_call_sid=" + CALL)
+    assert " call_sid=" not in rejected and "stream_sid=" not in rejected
+    refused.on_twilio(tw.Stop.of(STREAM, CALL))
+    assert " call_sid=" not in caplog.records[-1].getMessage()
+
+    caplog.clear()
+    accepted, clock = make()
+    accepted.on_twilio(start_event(clock))
+    assert caplog.records[-1].getMessage().startswith(f"twilio.start conn=t call_sid={CALL} stream_sid={STREAM} ")
 
 
 def test_an_invalid_start_ends_the_call_at_once() -> None:

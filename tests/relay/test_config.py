@@ -208,3 +208,12 @@ def test_new_secrets_stay_out_of_repr_and_redacted() -> None:
         for secret in (SIGNING, "api-key-secret-value", "report-key"):
             assert secret not in text
     assert config.redacted()["signing_secret"] == "(set)"
+
+
+def test_log_format_is_text_by_default_json_on_request_and_nothing_else() -> None:
+    assert RelayConfig.from_env(GOOD).log_format == "text"
+    assert RelayConfig.from_env({**GOOD, "RELAY_LOG_FORMAT": "json"}).log_format == "json"
+    with pytest.raises(ConfigError) as info:
+        RelayConfig.from_env({**GOOD, "RELAY_LOG_FORMAT": "JSON"})
+    (problem,) = info.value.problems
+    assert problem.startswith("RELAY_LOG_FORMAT must be text") and "json" in problem
