@@ -40,6 +40,7 @@ from relay import openai_protocol as oai
 from relay import stream_token
 from relay import twilio_protocol as tw
 from relay.actions import Actions, EndCall, OpenUpstream
+from relay.call_record import CallRecord
 from relay.call_settings import BridgeSettings, Persona
 from relay.comfort_tone import ComfortTone
 from relay.conversation import Conversation, ToolOutcome
@@ -108,6 +109,7 @@ class CallBridge:
         self._to_twilio = tw.Outbound("")
         self.persona: Persona | None = None  # chosen by the called number, once start verifies
         self.conversation: Conversation | None = None
+        self.record: CallRecord | None = None  # what the call said and did, once start verifies
         self.playout = Playout()
         self._early: deque[str] = deque(maxlen=limits.early_audio_frames)
         self.tone = ComfortTone(limits.comfort_tone_after_s)
@@ -140,6 +142,25 @@ class CallBridge:
     def ended(self) -> bool:
         """True once the call is over (an EndCall has been returned)."""
         return self.state is _ENDED
+
+    def _ms(self) -> float:
+        """Milliseconds since the stream's ``start``."""
+        return (self._monotonic() - (self.started_at or self.accepted_at)) * 1000
+
+    def report(self) -> dict[str, object] | None:
+        """The call's record for CALL_REPORT_URL, once it is over; None for a stream never verified."""
+        record, conversation = self.record, self.conversation
+        if record is None or conversation is None or self.started_at is None:
+            return None
+        ended = self.ended_at if self.ended_at is not None else self._monotonic()
+        for keys, at in conversation.keypad:
+            record.digits(keys, (at - self.started_at) * 1000)
+        conversation.keypad.clear()
+        return record.report(
+            ended_wall=record.started_wall + (ended - self.started_at),
+            end_reason=self.end_reason or "unknown", first_audio_ms=self.first_audio_ms, barge_ins=self.barge_ins,
+            tool_calls=conversation.tool_calls, transfer=conversation.transfer,
+        )
 
     @property
     def assistant_speaking(self) -> bool:
@@ -293,6 +314,9 @@ class CallBridge:
         self.conversation = Conversation(self.persona.assistant, self.limits, self.playout, self.log, self._end,
                                          account_sid=start.account_sid, call_sid=start.call_sid)
         self._to_twilio = tw.Outbound(start.stream_sid)
+        self.record = CallRecord(start.call_sid, start.stream_sid, verified.caller_number, verified.called_number,
+                                 now, self.settings.model, self.persona.assistant.voice,
+                                 self.settings.transcription_model)
         self.started_at = self._monotonic()
         self.state = CallState.AWAITING_SESSION
         self.log.info("twilio.start ms_since_accept=%.1f", (self.started_at - self.accepted_at) * 1000)
@@ -374,6 +398,8 @@ class CallBridge:
         if kind is oai.AudioDelta:
             self._audio_delta(event, out)  # type: ignore[arg-type]
         elif kind is oai.SpeechStarted:
+            if self.record is not None:
+                self.record.caller_started(event.item_id, self._ms())  # type: ignore[union-attr]
             self._on_speech_started(out)
         elif kind is oai.SessionUpdated:
             self._on_session_updated(event, out)  # type: ignore[arg-type]
@@ -387,16 +413,26 @@ class CallBridge:
         elif kind is oai.FunctionCallDone:
             if self.state is _ACTIVE:
                 self.conversation.function_call(event, self._monotonic(), out)  # type: ignore[union-attr,arg-type]
+        elif kind is oai.InputTranscript:
+            if self.record is not None:
+                self.record.caller_said(event.item_id, event.transcript, self._ms())  # type: ignore[union-attr]
+                self.record.transcribed(event.usage)  # type: ignore[union-attr]
+        elif kind is oai.OutputTranscript:
+            if self.record is not None:
+                self.record.assistant_said(event.item_id, event.transcript, self._ms())  # type: ignore[union-attr]
+        elif kind is oai.InputTranscriptFailed:
+            self.log.info("openai.transcription_failed item_id=%r", event.item_id)  # type: ignore[union-attr]
         elif kind is oai.ItemTruncated:
             self.log.debug("openai.item_truncated audio_end_ms=%s", event.audio_end_ms)  # type: ignore[union-attr]
 
     def _audio_delta(self, delta: oai.AudioDelta, out: Actions) -> None:
         """Assistant audio: the hot path. Twilio ``media``, then its ``mark``."""
-        if self.state is not _ACTIVE or delta.item_id == self.playout.suppressed_item_id:
+        if self.state is not _ACTIVE:
             return
         audio = delta.delta
         size = _payload_bytes(audio)
-        if size == 0:
+        self.record.assistant_audio(delta.item_id, size, self._ms())  # type: ignore[union-attr]
+        if size == 0 or delta.item_id == self.playout.suppressed_item_id:
             return
         if self.first_audio_ms is None:
             self._first_audio(out)
@@ -448,6 +484,7 @@ class CallBridge:
             return  # nothing is playing: no barge-in, just the caller talking
         item_id, audio_end_ms = interrupted
         self.barge_ins += 1
+        self.record.assistant_cut(item_id, audio_end_ms)  # type: ignore[union-attr]
         self.log.info("call.barge_in item_id=%s audio_end_ms=%d", item_id, audio_end_ms)
         out.to_twilio.append(self._to_twilio.clear)
         out.to_openai.append(oai.truncate(item_id, audio_end_ms))
@@ -461,6 +498,8 @@ class CallBridge:
             done.response_id, done.status, done.reason or "-",
             done.usage.get("total_tokens"), done.usage.get("input_tokens"), done.usage.get("output_tokens"),
         )
+        if self.record is not None and done.usage:
+            self.record.responded(done.usage)
         if done.fatal:
             # Quota and key failures surface here too: every later response would fail the
             # same way, so end the call and let the fallback play.

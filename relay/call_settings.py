@@ -52,6 +52,8 @@ class BridgeSettings:
     start_timeout_s: float
     session_timeout_s: float
     max_call_s: float
+    model: str = ""  # the Realtime model, and the caller's transcription model: for call records
+    transcription_model: str = ""
 
     def persona_for(self, called: str) -> Persona:
         """The persona for a call to ``called`` (the default's when it has none of its own)."""

@@ -105,6 +105,8 @@ class Conversation:
         self._digit_at = 0.0
         self.ending: Ending | None = None
         self.tool_calls: list[dict[str, Any]] = []  # name, ok, ms: for the call's record
+        self.keypad: list[tuple[str, float]] = []  # (keys, when): for the call's record
+        self.transfer: dict[str, Any] | None = None  # the last transfer tried: for the call's record
 
     @property
     def caller_heard_upstream(self) -> bool:
@@ -237,6 +239,8 @@ class Conversation:
         ending = self.ending
         if ending is None or ending.phase != "update":
             return
+        if ending.kind == TRANSFER:
+            self.transfer = {"destination": ending.destination_name, "ok": ok}
         if ok:
             ending.phase, ending.since = "stop", now  # Twilio ends the stream itself
             return
@@ -271,6 +275,7 @@ class Conversation:
     def _send_digits(self, out: Actions) -> None:
         keys = " ".join(self._digits)
         self.log.info("twilio.dtmf_sent digits=%d", len(self._digits))
+        self.keypad.append((keys, self._digit_at))
         self._digits.clear()
         out.to_openai.append(oai.user_text(f"The caller pressed {keys} on the phone's keypad."))
         self._response_owed = True

@@ -39,6 +39,7 @@ from typing import Any
 import gevent
 from gevent.event import Event
 
+from relay import metrics
 from relay.actions import Actions, EndCall, OpenUpstream, RunTool, UpdateCall
 from relay.bridge import CallBridge
 from relay.call_settings import BridgeSettings
@@ -46,6 +47,7 @@ from relay.errors import CLOSE_NORMAL, FrameError, UpstreamError
 from relay.limits import Limits
 from relay.log import CallLog
 from relay.replay_guard import ReplayGuard
+from relay.report_delivery import ReportDelivery
 from relay.tools import ToolRunner
 from relay.transport import ConnectionClosed, Messages, WebSocketConnection
 from relay.twilio_rest import TwilioRest
@@ -68,12 +70,14 @@ class LiveCall:
         replay_guard: ReplayGuard,
         twilio_rest: TwilioRest,
         tool_runner: ToolRunner | None = None,
+        reports: ReportDelivery | None = None,
         on_end: Callable[[LiveCall], None] | None = None,
     ) -> None:
         self.twilio = twilio
         self.connector = connector
         self.twilio_rest = twilio_rest
         self.tool_runner = tool_runner
+        self.reports = reports
         self.limits = limits
         self.log = CallLog(log, conn_id)
         self.bridge = CallBridge(
@@ -99,6 +103,7 @@ class LiveCall:
     def run(self) -> None:
         """Bridge the call until both sides are closed."""
         self.log.info("call.accepted")
+        metrics.call_started()
         self._upstream = gevent.spawn(self._upstream_main)
         self._upstream.link(lambda _greenlet: self._check_over())
         self.twilio.start_reading(self._on_twilio, self._on_twilio_end)
@@ -212,6 +217,7 @@ class LiveCall:
             raise RuntimeError("a tool was called with no tool runner")
         result = self.tool_runner.run(bridge.persona.assistant, effect.tool, call_sid=bridge.call_sid,
                                       call_id=effect.call_id, arguments_json=effect.arguments_json, call_log=self.log)
+        metrics.tool_called(result.tool, result.outcome, result.duration_ms)
         return bridge.tool_done(effect.call_id, result)
 
     def _update_call(self, effect: UpdateCall) -> Actions:
@@ -268,8 +274,13 @@ class LiveCall:
         self.twilio.release()
         if self.openai is not None:
             self.openai.release()
-        summary = " ".join(f"{k}={v}" for k, v in self.bridge.summary().items())
+        bridge = self.bridge
+        summary = " ".join(f"{k}={v}" for k, v in bridge.summary().items())
         self.log.info("call.ended %s", summary)
+        metrics.call_ended(bridge.end_reason or "unknown", bridge.first_audio_ms, bridge.barge_ins)
+        report = bridge.report()
+        if report is not None and self.reports is not None:
+            self.reports.submit(bridge.call_sid, report)  # in the background: the teardown never waits
         if self._on_end is not None:
             self._on_end(self)
 

@@ -36,6 +36,9 @@ TYPE_RESPONSE_CREATED = "response.created"
 TYPE_RESPONSE_DONE = "response.done"
 TYPE_ITEM_TRUNCATED = "conversation.item.truncated"
 TYPE_FUNCTION_CALL_DONE = "response.function_call_arguments.done"
+TYPE_INPUT_TRANSCRIPT_DONE = "conversation.item.input_audio_transcription.completed"
+TYPE_INPUT_TRANSCRIPT_FAILED = "conversation.item.input_audio_transcription.failed"
+TYPE_OUTPUT_TRANSCRIPT_DONE = "response.output_audio_transcript.done"
 TYPE_ERROR = "error"
 
 # -- client event types we send ---------------------------------------------------------
@@ -99,6 +102,9 @@ class _Usage(Struct, frozen=True, gc=False):
     total_tokens: int | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    # Nested counts (text, audio, cached...): kept as OpenAI gives them, for the call's report.
+    input_token_details: dict[str, Any] | None = None
+    output_token_details: dict[str, Any] | None = None
 
 
 class _DoneResponse(Struct, frozen=True, gc=False):
@@ -205,13 +211,14 @@ class ResponseDone(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_RES
         return self.status == "failed" and self.reason in FATAL_ERROR_CODES
 
     @property
-    def usage(self) -> dict[str, int]:
-        """Token counts the API reported."""
+    def usage(self) -> dict[str, Any]:
+        """Token counts the API reported, with their details when it gave them."""
         usage = self.response.usage
         if usage is None:
             return {}
         counts = {"total_tokens": usage.total_tokens, "input_tokens": usage.input_tokens,
-                  "output_tokens": usage.output_tokens}
+                  "output_tokens": usage.output_tokens, "input_token_details": usage.input_token_details,
+                  "output_token_details": usage.output_token_details}
         return {name: value for name, value in counts.items() if value is not None}
 
 
@@ -230,6 +237,28 @@ class FunctionCallDone(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE
     arguments: str = ""
     response_id: str = ""
     item_id: str = ""
+
+
+class InputTranscript(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_INPUT_TRANSCRIPT_DONE):
+    """What the caller said in one turn (``item_id``), transcribed; it may come after the answer."""
+
+    item_id: str = ""
+    transcript: str = ""
+    usage: dict[str, Any] | None = None
+
+
+class InputTranscriptFailed(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_INPUT_TRANSCRIPT_FAILED):
+    """A caller turn could not be transcribed."""
+
+    item_id: str = ""
+
+
+class OutputTranscript(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_OUTPUT_TRANSCRIPT_DONE):
+    """The words of one item of the assistant's audio, complete."""
+
+    item_id: str = ""
+    transcript: str = ""
+    response_id: str = ""
 
 
 class ErrorEvent(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_ERROR):
@@ -284,15 +313,20 @@ OpenAIEvent = (
     | ResponseDone
     | ItemTruncated
     | FunctionCallDone
+    | InputTranscript
+    | InputTranscriptFailed
+    | OutputTranscript
     | ErrorEvent
     | Unknown
 )
 _KNOWN = {TYPE_SESSION_CREATED, TYPE_SESSION_UPDATED, TYPE_AUDIO_DELTA, TYPE_SPEECH_STARTED,
           TYPE_SPEECH_STOPPED, TYPE_RESPONSE_CREATED, TYPE_RESPONSE_DONE, TYPE_ITEM_TRUNCATED,
-          TYPE_FUNCTION_CALL_DONE, TYPE_ERROR}
+          TYPE_FUNCTION_CALL_DONE, TYPE_INPUT_TRANSCRIPT_DONE, TYPE_INPUT_TRANSCRIPT_FAILED,
+          TYPE_OUTPUT_TRANSCRIPT_DONE, TYPE_ERROR}
 _decode = msgspec.json.Decoder(
     SessionCreated | SessionUpdated | AudioDelta | SpeechStarted | SpeechStopped | ResponseCreated
-    | ResponseDone | ItemTruncated | FunctionCallDone | ErrorEvent
+    | ResponseDone | ItemTruncated | FunctionCallDone | InputTranscript | InputTranscriptFailed | OutputTranscript
+    | ErrorEvent
 ).decode
 
 

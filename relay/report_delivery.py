@@ -50,8 +50,10 @@ class ReportDelivery:
 
     def __init__(self, url: str, signing_secret: str, *, limits: DeliveryLimits = DeliveryLimits(),
                  client: HttpClient | None = None, wall_clock: Callable[[], float] = time.time,
-                 jitter: Callable[[], float] = random.random) -> None:
+                 jitter: Callable[[], float] = random.random,
+                 on_outcome: Callable[[bool], None] | None = None) -> None:
         self.url = url
+        self._on_outcome = on_outcome  # told once per report: delivered (True) or given up on
         self._secret = signing_secret
         self.limits = limits
         self._client = client or HttpClient()
@@ -119,6 +121,8 @@ class ReportDelivery:
         finally:
             if last:
                 log.error("report.undelivered call_sid=%s attempts=%d error=%s", call_sid, attempt, last)
+            if self._on_outcome is not None:
+                self._on_outcome(not last)
 
     def _attempt(self, body: bytes, timeout_s: float) -> tuple[int | None, str, bool]:
         """(status, what went wrong or "" once delivered, whether to try again)."""

@@ -29,13 +29,14 @@ from typing import Any
 from geventwebsocket.handler import WebSocketHandler
 from twilio.request_validator import RequestValidator
 
-from relay import __version__, call_settings, diagnostic
+from relay import __version__, call_settings, diagnostic, metrics
 from relay.call_settings import BridgeSettings
 from relay.capacity import CallCounter, LocalCallCounter
 from relay.config import RelayConfig
 from relay.limits import Limits
 from relay.live_call import CallRegistry, LiveCall
 from relay.replay_guard import ReplayGuard
+from relay.report_delivery import ReportDelivery
 from relay.tools import ToolRunner
 from relay.transport import WebSocketConnection, server_connection
 from relay.twilio_rest import TwilioRest
@@ -100,9 +101,14 @@ class RelayApp:
             start_timeout_s=config.start_timeout_s,
             session_timeout_s=config.session_timeout_s,
             max_call_s=config.max_call_s,
+            model=config.openai_realtime_model,
+            transcription_model=config.openai_transcription_model,
         )
         self.twilio_rest = TwilioRest.from_config(config)
         self.tool_runner = ToolRunner(config.signing_secret) if config.signing_secret else None
+        self.reports = (ReportDelivery(config.call_report_url, config.signing_secret,
+                                       on_outcome=metrics.report_delivered)
+                        if config.call_report_url and config.signing_secret else None)
         self.connector = UpstreamConnector(
             config.openai_connect_url,
             config.openai_api_key,
@@ -160,6 +166,7 @@ class RelayApp:
             replay_guard=self.replay_guard,
             twilio_rest=self.twilio_rest,
             tool_runner=self.tool_runner,
+            reports=self.reports,
             on_end=self.registry.remove,
         )
         self.registry.add(call)
