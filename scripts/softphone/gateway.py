@@ -137,6 +137,8 @@ class Gateway:
         """End every call (as the caller hanging up) and stop listening."""
         for call in list(self.calls.values()):
             call.end("the softphone gateway stopped", by=pm.ENDED_BY_CALLER)
+        for call in self.ended:
+            call.background.join(timeout=self.limits.connect_timeout_s)
         if self._watchdog is not None:
             self._watchdog.kill()
         if self._server is not None:

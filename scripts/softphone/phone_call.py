@@ -37,6 +37,7 @@ import gevent
 import websocket
 from gevent.event import Event
 from gevent.lock import RLock
+from gevent.pool import Group
 
 from scripts.fakes.twilio_messages import TEST_ACCOUNT_SID, InboundStream, new_sid
 from scripts.softphone import page_messages as pm
@@ -122,6 +123,7 @@ class PhoneCall:
         self._reader: gevent.Greenlet | None = None
         self._page_lock = RLock()
         self._notices: set[str] = set()
+        self.background = Group()  # status callbacks still being posted
 
     # -- the call's life -------------------------------------------------------------------
 
@@ -339,7 +341,7 @@ class PhoneCall:
         if instructions is None or not instructions.status_callback:
             return
         form = stream_status_form(self.line.account_sid, self.call_sid, self.stream.stream_sid, event)
-        gevent.spawn(self._post_status, instructions.status_callback, form)
+        self.background.spawn(self._post_status, instructions.status_callback, form)
 
     def _post_status(self, url: str, form: dict[str, str]) -> None:
         problem = post_stream_status(self.line.webhook, url, form, self.limits.connect_timeout_s)
