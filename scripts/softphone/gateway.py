@@ -115,7 +115,7 @@ class Gateway:
         """Listen on 127.0.0.1 (port 0 picks a free one; ``port`` is then set)."""
         gateway = self
 
-        class Handler(WebSocketHandler):  # type: ignore[misc]
+        class Handler(WebSocketHandler):
             def upgrade_websocket(self) -> Any:
                 refusal = gateway.refuse(self.environ)
                 if refusal is not None:

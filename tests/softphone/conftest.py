@@ -103,7 +103,7 @@ class ScriptedRelay:
     def start(self) -> ScriptedRelay:
         relay = self
 
-        class Handler(WebSocketHandler):  # type: ignore[misc]
+        class Handler(WebSocketHandler):
             def upgrade_websocket(self) -> Any:
                 signature = self.environ.get("HTTP_X_TWILIO_SIGNATURE", "")
                 url = relay.url + self.environ.get("PATH_INFO", "")
