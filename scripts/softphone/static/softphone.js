@@ -49,14 +49,16 @@ async function startCall() {
   const ws = new WebSocket(`ws://${location.host}/phone`);
   ws.binaryType = "arraybuffer";
   call.ws = ws;
-  ws.onmessage = (event) => onGatewayMessage(event.data);
   ws.onclose = () => {
     if (call && call.ws === ws) finish("gateway", "the gateway closed the connection");
   };
+  const current = call; // messages that arrive after this call has ended are dropped
   call.capture.port.onmessage = (event) => {
-    if (ws.readyState === WebSocket.OPEN) ws.send(event.data);
+    // The caller's voice goes on the line once the stream is up, as Twilio's does after `start`.
+    if (current.streaming && ws.readyState === WebSocket.OPEN) ws.send(event.data);
   };
-  call.playback.port.onmessage = (event) => onPlayback(event.data);
+  call.playback.port.onmessage = (event) => call === current && onPlayback(event.data);
+  ws.onmessage = (event) => call === current && onGatewayMessage(event.data);
   setStatus("Calling…");
 }
 
@@ -69,7 +71,10 @@ function onGatewayMessage(data) {
   switch (message.type) {
     case "progress":
       note(message.step, message.detail);
-      if (message.step === "connected") setStatus("Connected: talk to the assistant.");
+      if (message.step === "connected") {
+        call.streaming = true;
+        setStatus("Connected: talk to the assistant.");
+      }
       break;
     case "first_audio":
       note("relay_first_audio", `the relay's first audio, ${message.ms} ms after the stream started`, {
