@@ -350,8 +350,3 @@ class PhoneCall:
         if problem is not None:
             log.warning("softphone.status_callback_failed call_sid=%s event=%s problem=%s",
                         self.call_sid, form["StreamEvent"], problem)
-
-    def summary(self) -> dict[str, object]:
-        """Figures for a test or a log line (no audio, no secrets)."""
-        return {"call_sid": self.call_sid, "ended_by": self.ended_by, "reason": self.end_reason,
-                **self.figures}
