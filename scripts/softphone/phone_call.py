@@ -185,13 +185,18 @@ class PhoneCall:
         except (OSError, websocket.WebSocketException) as exc:
             raise CallFailed(f"could not open the stream to {instructions.url} ({exc}): "
                              f"is the relay running? Start the stack with make run") from None
+        try:
+            with self._relay_lock:
+                if not self.ended.is_set():
+                    ws.send(self.stream.connected())
+                    ws.send(self.stream.start(instructions.parameters))
+        except (OSError, websocket.WebSocketException) as exc:
+            self._let_go(ws)
+            raise CallFailed(f"the relay dropped the stream as it started ({exc})") from None
         if self.ended.is_set():  # ended while dialing (the page left, or the API)
             self._let_go(ws)
             return
-        with self._relay_lock:
-            self._relay = ws
-            ws.send(self.stream.connected())
-            ws.send(self.stream.start(instructions.parameters))
+        self._relay = ws
         self.started_at = self.clock()
         self._reader = gevent.spawn(self._read_relay, ws)
         self._status("stream-started")
