@@ -98,7 +98,7 @@ function onPlayback(message) {
   if (message.type === "played") {
     if (!call.firstHeard) {
       call.firstHeard = true;
-      note("first_audio", "first audio heard", {});
+      note("first_audio", `first audio heard, ${(performance.now() - call.t0).toFixed(0)} ms after Call`);
     }
     $("#meter").textContent = `jitter buffer ${(message.buffered / 8).toFixed(0)} ms · underruns ${message.underruns}`;
     call.underruns = message.underruns;
