@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--relay-port", type=int, default=8080)
     parser.add_argument("--webhook-port", type=int, default=5050)
     parser.add_argument("--standin-port", type=int, default=8765)
+    parser.add_argument("--softphone-port", type=int, default=8070, help="the softphone page (0: none)")
     parser.add_argument("--env-file", type=Path, default=ENV_FILE,
                         help="where to keep the local secrets and URLs (make call reads it)")
     args = parser.parse_args(argv)
@@ -141,18 +142,26 @@ def main(argv: list[str] | None = None) -> int:
                  "webhook_app.wsgi:app"], cwd=ROOT, env=env)))
         checks = {"relay": f"http://127.0.0.1:{args.relay_port}/healthz",
                   "webhook": f"http://127.0.0.1:{args.webhook_port}/healthz"}
+        if args.softphone_port:  # the browser softphone: a local stand-in for Twilio (scripts/softphone)
+            processes.append(("softphone", subprocess.Popen(
+                [python, "-m", "scripts.softphone", "--port", str(args.softphone_port),
+                 "--webhook", f"http://127.0.0.1:{args.webhook_port}", "--env-file", str(args.env_file)],
+                cwd=ROOT, env=env)))
+            checks["softphone"] = f"http://127.0.0.1:{args.softphone_port}/healthz"
         for name, proc in processes:
             if name in checks and not wait_http(checks[name], 30, proc):
                 if stopping.is_set():  # Ctrl-C while starting: the children exited on it too
                     return 0
                 print(f"\n{name} did not come up: see its error above.", file=sys.stderr)
                 return 1
+        softphone = (f"  softphone http://127.0.0.1:{args.softphone_port}/   (open it in a browser: click Call "
+                     f"and talk)\n" if args.softphone_port else "")
         print(f"""
 Liveline is running:
   relay     ws://127.0.0.1:{args.relay_port}/twilio/realtime   (health: http://127.0.0.1:{args.relay_port}/healthz)
   webhook   http://127.0.0.1:{args.webhook_port}/twilio/voice
   secrets   {args.env_file}
-Place a simulated call from another terminal:   make call
+{softphone}Place a simulated call from another terminal:   make call
 Check the relay path:   .venv/bin/python scripts/verify_relay.py http://127.0.0.1:{args.relay_port}
 Ctrl-C stops everything.
 """, flush=True)

@@ -19,13 +19,14 @@ from tests.conftest import ROOT, free_port, wait_http
 def test_make_run_then_make_call_hears_the_assistant(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OPENAI_", "RELAY_", "TWILIO_", "STREAM_", "WEBHOOK_", "DIAGNOSTIC_"))}
-    ports = [free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(4)]
     env_file = tmp_path / "stack.env"
     log = tmp_path / "stack.log"
     with open(log, "wb") as out:
         stack = subprocess.Popen(
             [sys.executable, "-m", "scripts.local_stack", "--relay-port", str(ports[0]),
-             "--webhook-port", str(ports[1]), "--standin-port", str(ports[2]), "--env-file", str(env_file)],
+             "--webhook-port", str(ports[1]), "--standin-port", str(ports[2]), "--softphone-port", str(ports[3]),
+             "--env-file", str(env_file)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_http(f"http://127.0.0.1:{ports[0]}/healthz")
@@ -49,12 +50,12 @@ def test_make_run_then_make_call_hears_the_assistant(tmp_path: Path) -> None:
 def test_ctrl_c_while_the_stack_starts_is_a_clean_stop(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OPENAI_", "RELAY_", "TWILIO_", "STREAM_", "WEBHOOK_", "DIAGNOSTIC_"))}
-    ports = [free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(4)]
     log = tmp_path / "stack.log"
     with open(log, "wb") as out:
         stack = subprocess.Popen(
             [sys.executable, "-m", "scripts.local_stack", "--relay-port", str(ports[0]),
-             "--webhook-port", str(ports[1]), "--standin-port", str(ports[2]),
+             "--webhook-port", str(ports[1]), "--standin-port", str(ports[2]), "--softphone-port", str(ports[3]),
              "--env-file", str(tmp_path / "stack.env")],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
