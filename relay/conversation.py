@@ -267,6 +267,7 @@ class Conversation:
         """A key the caller pressed (never logged: callers type PINs)."""
         if self.ending is not None or len(digit) != 1 or digit not in "0123456789*#ABCD":
             return
+        self.log.info("twilio.dtmf")
         self._digits.append(digit)
         self._digit_at = now
         if digit == "#" or len(self._digits) >= MAX_DIGITS:

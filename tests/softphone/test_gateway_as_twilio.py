@@ -44,7 +44,7 @@ def test_the_stream_is_signed_and_started_with_the_twimls_parameters(
     assert body["mediaFormat"] == {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
     # Used as the webhook gave them: the stream token, the numbers from the signed POST.
     assert set(body["customParameters"]) == {"streamToken", "callerNumber", "calledNumber"}
-    assert body["customParameters"]["streamToken"].startswith("v1.")
+    assert body["customParameters"]["streamToken"].startswith("v2.")
     assert page.progress("answered")["detail"].endswith(f'{scripted_relay.url}{STREAM_PATH}">')
 
 
