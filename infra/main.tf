@@ -1,5 +1,5 @@
 ################################################################################
-# Liveline on AWS (infra.md 2a): the webhook on Lambda + Function URL, the relay on an Auto Scaling
+# Liveline on AWS: the webhook on Lambda + Function URL, the relay on an Auto Scaling
 # group behind an HTTPS load balancer, the secrets in SSM Parameter Store. See README.md.
 ################################################################################
 
@@ -25,7 +25,7 @@ locals {
 #
 # Relays run in public subnets with public IPs, so they reach OpenAI through the internet gateway; their
 # security group admits only port 80 from the load balancer. A NAT gateway per AZ would cost more than
-# the relays themselves and add a failure point for the same result (infra.md 2a "Egress").
+# the relays themselves and add a failure point for the same result.
 ################################################################################
 
 data "aws_vpc" "default" {

@@ -48,6 +48,11 @@ output "relay_launch_template_version" {
   value       = module.relay.launch_template_version
 }
 
+output "relay_load_balancer_arn" {
+  description = "ARN of the relay's load balancer: associate a regional WAF web ACL with it (README: Edge)."
+  value       = module.relay.alb_arn
+}
+
 output "relay_log_group_name" {
   description = "CloudWatch Logs group of the relays (aws logs tail <this> --follow); one stream per instance."
   value       = module.relay.log_group_name

@@ -3,7 +3,7 @@
 # terraform.tfvars (git-ignored) for the non-secret ones; pass the two secrets as TF_VAR_ environment
 # variables (see README.md).
 #
-# The timeouts are ordered so that a deploy drains calls instead of cutting them (infra.md 2a, 4):
+# The timeouts are ordered so that a deploy drains calls instead of cutting them (README.md, Deploy):
 #   relay_max_call_seconds < relay_deregistration_delay_seconds <= relay_graceful_timeout_seconds
 #   < relay_stop_timeout_seconds
 # Each link is checked by a validation below, by checkov (infra/policies) and by tests/infra.

@@ -1,4 +1,4 @@
-"""The design's invariants (issue 6, infra.md 2a and 4), checked on the Terraform's own values.
+"""The design's invariants (issues 6 and 14), checked on the Terraform's own values.
 
 Values are followed through variables, module calls and locals to their defaults (and to
 terraform.tfvars.example for the inputs that have none), so a change anywhere along the chain is seen.

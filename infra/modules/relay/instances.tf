@@ -244,7 +244,8 @@ resource "aws_autoscaling_group" "this" {
     "GroupTotalInstances",
   ]
 
-  # latest_version, never "$Latest": a refresh does not start for "$Latest" (infra.md 2a). A rollback
+  # latest_version, never "$Latest": a refresh does not start for "$Latest" (provider docs,
+  # aws_autoscaling_group instance_refresh). A rollback
   # pins an older version (launch_template_version, README: Roll back); every version still boots
   # what it booted when it was made (storage.tf).
   launch_template {

@@ -14,7 +14,7 @@ resource "aws_security_group" "alb" {
 
 resource "aws_vpc_security_group_ingress_rule" "alb_https_ipv4" {
   security_group_id = aws_security_group.alb.id
-  description       = "wss from Twilio, which connects from any public IP on TCP 443 (infra.md 1)"
+  description       = "wss from Twilio, which connects from any public IP on TCP 443 (Twilio Media Streams firewall guide)"
   ip_protocol       = "tcp"
   from_port         = 443
   to_port           = 443

@@ -8,6 +8,11 @@ output "active_calls_metric" {
   value       = local.active_calls_metric
 }
 
+output "alb_arn" {
+  description = "ARN of the relay's load balancer (to associate a WAF web ACL with it)."
+  value       = aws_lb.this.arn
+}
+
 output "alb_arn_suffix" {
   description = "ARN suffix of the load balancer (the LoadBalancer dimension of its CloudWatch metrics)."
   value       = aws_lb.this.arn_suffix

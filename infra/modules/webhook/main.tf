@@ -1,5 +1,5 @@
 ################################################################################
-# The webhook: webhook_app (Flask via apig-wsgi) on Lambda behind a Function URL (infra.md 2a).
+# The webhook: webhook_app (Flask via apig-wsgi) on Lambda behind a Function URL.
 # Twilio POSTs "A call comes in" to <Function URL>/twilio/voice; the answer is TwiML that connects the
 # call to the relay's wss:// stream.
 #
