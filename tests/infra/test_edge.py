@@ -180,3 +180,21 @@ def test_tags_reach_instances_volumes_and_network_interfaces(stack: Stack) -> No
     assert tag["for_each"] == "${local.instance_tags}"
     (content,) = tag["content"]
     assert content == {"key": "${tag.key}", "value": "${tag.value}", "propagate_at_launch": True}
+
+
+# -- egress -----------------------------------------------------------------------------------
+
+
+def test_relays_reach_twilio_tools_and_report_urls(stack: Stack) -> None:
+    egress = stack.modules["relay"].resources["aws_vpc_security_group_egress_rule"]
+    https = egress["relay_https"]
+    assert (https["ip_protocol"], https["from_port"], https["to_port"], https["cidr_ipv4"]) == (
+        "tcp", 443, 443, "0.0.0.0/0"), "api.twilio.com, tool URLs, CALL_REPORT_URL: any HTTPS host"
+    extra = egress["relay_extra"]
+    assert extra["for_each"] == "${toset([for port in var.egress_extra_ports : tostring(port)])}"
+    assert (extra["from_port"], extra["to_port"]) == ("${tonumber(each.value)}", "${tonumber(each.value)}")
+    assert stack.root.calls["relay"]["egress_extra_ports"] == "${var.relay_egress_extra_ports}"
+    assert stack.resolve("relay", "${var.egress_extra_ports}") == []
+    relay_group = "${aws_security_group.relay.id}"
+    assert {name for name, rule in egress.items() if rule["security_group_id"] == relay_group} == {
+        "relay_https", "relay_extra"}, "nothing else leaves the relays"

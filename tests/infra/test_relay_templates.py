@@ -336,6 +336,27 @@ def test_fetch_secrets_writes_a_root_only_env_file(tmp_path: Path) -> None:
     assert "sk-proj" not in result.stdout + result.stderr, "values are never printed"
 
 
+def test_fetch_secrets_also_writes_a_value_alone_for_the_agent(tmp_path: Path) -> None:
+    names = ["/liveline/DIAGNOSTIC_TOKEN", "/liveline/OPENAI_API_KEY"]
+    env = fake_aws(tmp_path, {"Parameters": [
+        {"Name": "/liveline/DIAGNOSTIC_TOKEN", "Value": "t" * 40},
+        {"Name": "/liveline/OPENAI_API_KEY", "Value": "sk-proj-abc_DEF-123"},
+    ], "InvalidParameters": []})
+    out = tmp_path / "run" / "secrets.env"
+    token = tmp_path / "run" / "metrics.token"
+    result = subprocess.run([sys.executable, str(FETCH_SECRETS), TEST_REGION, str(out), "--value-file",
+                             f"DIAGNOSTIC_TOKEN={token}", *names], env=env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert token.read_text() == "t" * 40, "the bare value: a bearer token file, no NAME= and no newline"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert set(parse_env_file(out.read_text())) == {"DIAGNOSTIC_TOKEN", "OPENAI_API_KEY"}
+    refused = subprocess.run([sys.executable, str(FETCH_SECRETS), TEST_REGION, str(out), "--value-file",
+                              f"STREAM_TOKEN_SECRET={token}", *names], env=env, capture_output=True, text=True,
+                             timeout=30)
+    assert refused.returncode != 0 and "names no fetched parameter: STREAM_TOKEN_SECRET" in refused.stderr
+
+
 def test_fetch_secrets_names_a_missing_parameter_and_writes_nothing(tmp_path: Path) -> None:
     env = fake_aws(tmp_path, {"Parameters": [], "InvalidParameters": ["/liveline/OPENAI_API_KEY"]})
     out = tmp_path / "secrets.env"

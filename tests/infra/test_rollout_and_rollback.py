@@ -81,6 +81,7 @@ def boot(stack: Stack, tmp_path: Path, *, dnf_exit: int, artifact: bytes) -> tup
     stub(bin_dir, "dnf", f"sys.exit({dnf_exit})\n")
     stub(bin_dir, "id", "sys.exit(0)\n")
     stub(bin_dir, "relay-health", "sys.exit(0)\n")
+    stub(bin_dir, "python3.11", "sys.exit(0)\n")
     stub(bin_dir, "aws", f"open(sys.argv[-1], 'wb').write({artifact!r})\n")
     bash = shutil.which("bash")
     assert bash
@@ -101,6 +102,8 @@ def test_boot_refuses_an_artifact_that_is_not_the_named_version(stack: Stack, tm
     assert fetch[1:3] == ["s3api", "get-object"]
     assert fetch[fetch.index("--key") + 1] == "relay/bundle.zip"
     assert fetch[fetch.index("--version-id") + 1] == APPLY_TIME["bundle_version"]
+    assert [call[0] for call in calls] == ["dnf", "id", "aws", "relay-health"], (
+        "the hash check stops the boot: nothing is unpacked or installed")
     assert calls[-1] == ABANDON, "the group is told at once, instead of waiting out the hook"
     assert "abandoning this launch" in stderr
     assert not (tmp_path / "opt" / "current").exists(), "nothing was installed"
