@@ -17,6 +17,7 @@ Pure: the standard library, msgspec and ``relay.errors`` only.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -34,6 +35,7 @@ TYPE_SPEECH_STOPPED = "input_audio_buffer.speech_stopped"
 TYPE_RESPONSE_CREATED = "response.created"
 TYPE_RESPONSE_DONE = "response.done"
 TYPE_ITEM_TRUNCATED = "conversation.item.truncated"
+TYPE_FUNCTION_CALL_DONE = "response.function_call_arguments.done"
 TYPE_ERROR = "error"
 
 # -- client event types we send ---------------------------------------------------------
@@ -41,6 +43,8 @@ TYPE_SESSION_UPDATE = "session.update"
 TYPE_APPEND = "input_audio_buffer.append"
 TYPE_RESPONSE_CREATE = "response.create"
 TYPE_TRUNCATE = "conversation.item.truncate"
+TYPE_ITEM_CREATE = "conversation.item.create"
+TYPE_RESPONSE_CANCEL = "response.cancel"
 
 AUDIO_FORMAT = "audio/pcmu"  # G.711 mu-law at 8 kHz: Twilio's format, passed through
 
@@ -218,6 +222,16 @@ class ItemTruncated(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_IT
     audio_end_ms: int = 0
 
 
+class FunctionCallDone(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_FUNCTION_CALL_DONE):
+    """The model called a function: its name and arguments (a JSON text) are complete."""
+
+    call_id: str
+    name: str
+    arguments: str = ""
+    response_id: str = ""
+    item_id: str = ""
+
+
 class ErrorEvent(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_ERROR):
     """An ``error`` event; most are recoverable (see FATAL_ERROR_CODES)."""
 
@@ -269,15 +283,16 @@ OpenAIEvent = (
     | ResponseCreated
     | ResponseDone
     | ItemTruncated
+    | FunctionCallDone
     | ErrorEvent
     | Unknown
 )
 _KNOWN = {TYPE_SESSION_CREATED, TYPE_SESSION_UPDATED, TYPE_AUDIO_DELTA, TYPE_SPEECH_STARTED,
           TYPE_SPEECH_STOPPED, TYPE_RESPONSE_CREATED, TYPE_RESPONSE_DONE, TYPE_ITEM_TRUNCATED,
-          TYPE_ERROR}
+          TYPE_FUNCTION_CALL_DONE, TYPE_ERROR}
 _decode = msgspec.json.Decoder(
     SessionCreated | SessionUpdated | AudioDelta | SpeechStarted | SpeechStopped | ResponseCreated
-    | ResponseDone | ItemTruncated | ErrorEvent
+    | ResponseDone | ItemTruncated | FunctionCallDone | ErrorEvent
 ).decode
 
 
@@ -313,18 +328,29 @@ def _unknown_or_invalid(text: str | bytes, error: msgspec.ValidationError) -> Un
 # -- builders (relay -> OpenAI); each returns the JSON text ----------------------------
 
 
-def session_update(*, voice: str, instructions: str) -> str:
-    """The one ``session.update`` the relay sends: pcmu both ways, server VAD, voice."""
+def session_update(*, voice: str, instructions: str, tools: Sequence[Mapping[str, Any]] = (),
+                   transcription_model: str | None = None) -> str:
+    """The one ``session.update`` the relay sends: pcmu both ways, server VAD, voice.
+
+    ``tools`` are GA function tools (flat: ``{"type": "function", "name", "description",
+    "parameters"}``), offered with ``tool_choice: "auto"``. ``transcription_model`` asks
+    for a transcript of the caller (``conversation.item.input_audio_transcription.*``).
+    """
     voice_value: Any = {"id": voice} if voice.startswith("voice_") else voice
-    session = {
+    audio_input: dict[str, Any] = {
+        "format": {"type": AUDIO_FORMAT},
+        # Telephone handsets are close-talking microphones.
+        "noise_reduction": {"type": "near_field"},
+    }
+    if transcription_model:
+        audio_input["transcription"] = {"model": transcription_model}
+    session: dict[str, Any] = {
         "type": "realtime",
         "output_modalities": ["audio"],
         "instructions": instructions,
         "audio": {
             "input": {
-                "format": {"type": AUDIO_FORMAT},
-                # Telephone handsets are close-talking microphones.
-                "noise_reduction": {"type": "near_field"},
+                **audio_input,
                 "turn_detection": {
                     "type": "server_vad",
                     "threshold": 0.5,
@@ -337,6 +363,9 @@ def session_update(*, voice: str, instructions: str) -> str:
             "output": {"format": {"type": AUDIO_FORMAT}, "voice": voice_value},
         },
     }
+    if tools:
+        session["tools"] = [dict(tool) for tool in tools]
+        session["tool_choice"] = "auto"
     return json.dumps({"type": TYPE_SESSION_UPDATE, "session": session}, separators=(",", ":"))
 
 
@@ -351,6 +380,28 @@ def response_create(instructions: str | None = None) -> str:
     if instructions:
         event["response"] = {"instructions": instructions}
     return json.dumps(event, separators=(",", ":"))
+
+
+def function_call_output(call_id: str, output: str) -> str:
+    """A tool's result for the model (``output`` is a string: JSON text, as the API wants).
+
+    The model speaks about it only after a ``response.create``.
+    """
+    return json.dumps({"type": TYPE_ITEM_CREATE,
+                       "item": {"type": "function_call_output", "call_id": call_id, "output": output}},
+                      separators=(",", ":"))
+
+
+def user_text(text: str) -> str:
+    """A user message in text (the keys a caller pressed, say); a ``response.create`` answers it."""
+    return json.dumps({"type": TYPE_ITEM_CREATE,
+                       "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}},
+                      separators=(",", ":"))
+
+
+def response_cancel() -> str:
+    """Stop the response in progress (the server answers an idle session with a harmless error)."""
+    return '{"type":"response.cancel"}'
 
 
 def greeting(text: str) -> str:

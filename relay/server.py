@@ -29,14 +29,16 @@ from typing import Any
 from geventwebsocket.handler import WebSocketHandler
 from twilio.request_validator import RequestValidator
 
-from relay import __version__, diagnostic
-from relay import openai_protocol as oai
-from relay.bridge import BridgeSettings
+from relay import __version__, call_settings, diagnostic
+from relay.call_settings import BridgeSettings
 from relay.capacity import CallCounter, LocalCallCounter
 from relay.config import RelayConfig
+from relay.limits import Limits
 from relay.live_call import CallRegistry, LiveCall
 from relay.replay_guard import ReplayGuard
+from relay.tools import ToolRunner
 from relay.transport import WebSocketConnection, server_connection
+from relay.twilio_rest import TwilioRest
 from relay.upstream import UpstreamConnector
 
 log = logging.getLogger(__name__)
@@ -77,32 +79,36 @@ class RelayApp:
         *,
         counter: CallCounter | None = None,
         ssl_context: Any = None,
+        limits: Limits | None = None,
     ) -> None:
         self.config = config
+        self.limits = limits or Limits()
         self.counter: CallCounter = counter or LocalCallCounter()
-        self.registry = CallRegistry()
+        self.registry = CallRegistry(self.limits.tick_s)
         self.replay_guard = ReplayGuard()
         self.draining = False
         self.version = __version__
         self._validator = RequestValidator(config.twilio_auth_token)
         self._conn_ids = itertools.count(1)
         self._pid = os.getpid()
-        self.session_update = oai.session_update(
-            voice=config.openai_voice, instructions=config.assistant_instructions
-        )
+        by_number = call_settings.personas(config.assistants, config.openai_transcription_model)
+        # The diagnostic sends exactly what the default assistant's calls send.
+        self.session_update = by_number[""].session_update
         self.bridge_settings = BridgeSettings(
             stream_token_secret=config.stream_token_secret,
-            session_update=self.session_update,
-            greeting=oai.greeting(config.assistant_greeting) if config.assistant_greeting else None,
+            personas=by_number,
             start_timeout_s=config.start_timeout_s,
             session_timeout_s=config.session_timeout_s,
             max_call_s=config.max_call_s,
         )
+        self.twilio_rest = TwilioRest.from_config(config)
+        self.tool_runner = ToolRunner(config.signing_secret) if config.signing_secret else None
         self.connector = UpstreamConnector(
             config.openai_connect_url,
             config.openai_api_key,
             config.openai_connect_timeout_s,
             ssl_context=ssl_context,
+            max_queued_bytes=self.limits.max_queued_bytes,
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -149,9 +155,11 @@ class RelayApp:
             twilio,
             conn_id=f"{self._pid}-{next(self._conn_ids)}",
             settings=self.bridge_settings,
+            limits=self.limits,
             connector=self.connector,
             replay_guard=self.replay_guard,
-            close_timeout_s=self.config.close_timeout_s,
+            twilio_rest=self.twilio_rest,
+            tool_runner=self.tool_runner,
             on_end=self.registry.remove,
         )
         self.registry.add(call)
@@ -261,7 +269,8 @@ class RelayHandler(WebSocketHandler):
         try:  # the call slot ``admit`` took comes back whatever fails, even setting up
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = server_connection(self.socket, self._read_buffered(),
-                                     max_message_bytes=MAX_TWILIO_MESSAGE_BYTES)
+                                     max_message_bytes=MAX_TWILIO_MESSAGE_BYTES,
+                                     max_queued_bytes=app.limits.max_queued_bytes)
             app.run_call(conn)
         finally:
             if conn is not None:

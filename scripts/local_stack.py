@@ -51,7 +51,6 @@ def stack_environment(base: dict[str, str], *, relay_port: int, webhook_port: in
     env.setdefault("RELAY_WORKERS", "1")
     env.setdefault("WEBHOOK_PUBLIC_URL", f"http://127.0.0.1:{webhook_port}")
     env["PYTHONPATH"] = str(ROOT)
-    env_file.parent.mkdir(exist_ok=True)
     lines = [f"{name}={env[name]}" for name in GENERATED]
     lines += [
         f"RELAY_URL=http://127.0.0.1:{relay_port}",
@@ -59,10 +58,22 @@ def stack_environment(base: dict[str, str], *, relay_port: int, webhook_port: in
         f"WEBHOOK_URL=http://127.0.0.1:{webhook_port}",
         f"WEBHOOK_PUBLIC_URL={env['WEBHOOK_PUBLIC_URL']}",
     ]
-    env_file.write_text("# written by make run (scripts/local_stack.py); local secrets only\n"
-                        + "\n".join(lines) + "\n")
-    env_file.chmod(0o600)
+    _write_private(env_file, "# written by make run (scripts/local_stack.py); local secrets only\n"
+                   + "\n".join(lines) + "\n")
     return env, use_standin
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write secrets readable by this user only, from the first byte: a 0600 file in a 0700 folder."""
+    created = not path.parent.exists()
+    if created:
+        path.parent.mkdir(mode=0o700, parents=True)
+    if created or path.parent == ENV_FILE.parent:  # whatever the umask; an older run made .local/ 0755
+        path.parent.chmod(0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)  # a file left from an older run may have been 0644
+        out.write(text)
 
 
 def wait_http(url: str, timeout_s: float, process: subprocess.Popen[bytes]) -> bool:

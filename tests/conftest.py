@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from relay.config import RelayConfig  # noqa: E402
+from relay.limits import Limits  # noqa: E402
 from relay.server import RelayApp, RelayHandler, create_app  # noqa: E402
 from scripts.standin_model import StandinModel  # noqa: E402
 
@@ -90,19 +91,20 @@ class RunningRelay:
 
 @pytest.fixture
 def make_relay() -> Iterator[Any]:
-    """Factory: ``make_relay(openai_url, **env_overrides)`` -> RunningRelay.
+    """Factory: ``make_relay(openai_url, limits=None, **env_overrides)`` -> RunningRelay.
 
     The listening socket is bound first so RELAY_PUBLIC_URL can name its real port, as
-    the signature check needs.
+    the signature check needs. ``limits`` (relay.limits.Limits) lets a test judge stalls,
+    floods and timers in milliseconds.
     """
     running: list[RunningRelay] = []
 
-    def make(openai_url: str, **overrides: str) -> RunningRelay:
+    def make(openai_url: str, limits: Limits | None = None, **overrides: str) -> RunningRelay:
         server = WSGIServer(("127.0.0.1", 0), None, handler_class=RelayHandler, log=None)
         server.init_socket()
         port = server.server_port
         config = RelayConfig.from_env(relay_env(openai_url, f"ws://127.0.0.1:{port}", **overrides))
-        app = create_app(config)
+        app = create_app(config, limits=limits)
         server.application = app
         server.start()
         relay = RunningRelay(app, server, port)

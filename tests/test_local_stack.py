@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from scripts.local_stack import stack_environment
 from tests.conftest import ROOT, free_port, wait_http
 
 
@@ -68,3 +70,19 @@ def test_ctrl_c_while_the_stack_starts_is_a_clean_stop(tmp_path: Path) -> None:
     finally:
         if stack.poll() is None:
             os.killpg(stack.pid, signal.SIGKILL)
+
+
+def test_the_local_secrets_are_private_from_the_first_byte(tmp_path: Path) -> None:
+    env_file = tmp_path / ".local" / "stack.env"
+    old_umask = os.umask(0)  # the most permissive umask: the modes must not come from it
+    try:
+        stack_environment({}, relay_port=8080, webhook_port=5050, standin_port=8765, env_file=env_file)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(env_file.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert "STREAM_TOKEN_SECRET=" in env_file.read_text()
+
+    env_file.chmod(0o644)  # left readable by an older run: rewriting it closes it again
+    stack_environment({}, relay_port=8080, webhook_port=5050, standin_port=8765, env_file=env_file)
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
