@@ -185,6 +185,11 @@ def test_relay_accepts_the_environment_infra_writes(stack: Stack, relay_env_valu
     env = relay_env_here(stack, relay_env_values)
     assert env["RELAY_LOG_FORMAT"] == "json", "the deploy logs JSON lines (CloudWatch metric filters read them)"
     config = RelayConfig.from_env({**env, **dummy_secrets()}, cores=2)
+    assert config.log_format == "json"
+    # The assistant file Terraform ships by default, read by the relay's own loader.
+    assert config.assistant_config == str(INFRA / "assistant.example.toml")
+    assert config.assistant_book is not None and not config.assistant_book.has_tools, (
+        "the default deploy's assistant calls no tool (an example URL would fail every call that used it)")
     assert config.relay_bind == "0.0.0.0:80"
     assert config.relay_public_url == "wss://relay.example.com"
     assert config.stream_url == "wss://relay.example.com/twilio/realtime"

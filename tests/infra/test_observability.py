@@ -120,7 +120,11 @@ def test_the_agent_publishes_the_relays_counters_and_gauge(stack: Stack) -> None
     assert emf["metric_namespace"] == stack.resolve("relay", "${local.metric_namespace}")
 
 
-def test_first_audio_comes_from_the_relays_log_line(stack: Stack) -> None:
+def test_first_audio_comes_from_the_relays_json_log_line(stack: Stack) -> None:
+    import logging
+
+    from relay.log import JsonFormatter
+
     metric_filter = relay(stack, "aws_cloudwatch_log_metric_filter", "first_audio")
     assert metric_filter["log_group_name"] == "${aws_cloudwatch_log_group.relay.name}"
     event = re.fullmatch(r'\{ \$\.event = "([\w.]+)" \}', metric_filter["pattern"]).group(1)
@@ -128,10 +132,14 @@ def test_first_audio_comes_from_the_relays_log_line(stack: Stack) -> None:
     field = re.fullmatch(r"\$\.(\w+)", transformation["value"]).group(1)
     assert transformation["unit"] == "Milliseconds"
     assert stack.resolve("relay", transformation["name"]) == "first_audio_ms"
-    # The relay writes that event with that field (one JSON object per line in the deploy).
-    source = "".join(path.read_text() for path in (ROOT / "relay").glob("*.py"))
-    assert re.search(rf'"{re.escape(event)} [^"]*\b{field}=%', source), (
-        f"the relay no longer logs '{event} ... {field}=': the first-audio metric and alarm would go silent")
+    # The relay's own logging call, formatted by its own JSON formatter (RELAY_LOG_FORMAT=json).
+    source = (ROOT / "relay/bridge.py").read_text()
+    call = re.search(r'self\.log\.info\("(call\.first_audio [^"]*)", ', source)
+    assert call, "the relay no longer logs call.first_audio: the first-audio metric and alarm would go silent"
+    record = logging.LogRecord("relay.bridge", logging.INFO, "bridge.py", 1, call.group(1), (812.34,), None)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["event"] == event, "the metric filter's pattern matches the relay's line"
+    assert isinstance(line[field], float) and line[field] == 812.3, "the value is a number, in milliseconds"
 
 
 # -- alarms -----------------------------------------------------------------------------------
