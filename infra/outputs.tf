@@ -3,9 +3,19 @@
 # None is secret: the secrets stay in SSM (ssm_parameter_names says where).
 ################################################################################
 
+output "alarm_topic_arn" {
+  description = "SNS topic every alarm notifies (alarm_subscribers are subscribed to it)."
+  value       = module.alarms.topic_arn
+}
+
 output "aws_region" {
   description = "Region of the stack (for aws CLI commands such as reading the SSM parameters)."
   value       = var.aws_region
+}
+
+output "relay_access_logs_bucket" {
+  description = "S3 bucket of the relay load balancer's access logs (prefix alb/)."
+  value       = module.relay.access_logs_bucket
 }
 
 output "relay_autoscaling_group_name" {
@@ -14,13 +24,43 @@ output "relay_autoscaling_group_name" {
 }
 
 output "relay_bundle_s3_uri" {
-  description = "S3 URI of the relay bundle the fleet runs (its key is the bundle's SHA-256)."
+  description = "S3 URI and version of the relay bundle the newest launch template version installs."
   value       = module.relay.bundle_s3_uri
 }
 
+output "relay_calls_target" {
+  description = "Live calls per relay that scaling keeps the fleet at (relay_calls_target_percent of RELAY_MAX_CALLS)."
+  value       = module.relay.calls_target
+}
+
 output "relay_health_url" {
-  description = "The relay's health check through the load balancer and its certificate: 200 when serving, 503 while draining or saturated."
+  description = "The relay's health check through the load balancer and its certificate: 200 when a relay takes calls, 503 while every relay is full or draining."
   value       = module.relay.health_url
+}
+
+output "relay_launch_template_id" {
+  description = "Launch template of the relays; its versions are what a rollback returns to (aws ec2 describe-launch-template-versions --launch-template-id <this>)."
+  value       = module.relay.launch_template_id
+}
+
+output "relay_launch_template_version" {
+  description = "Newest launch template version of the relays (the fleet runs it unless relay_launch_template_version pins another)."
+  value       = module.relay.launch_template_version
+}
+
+output "relay_load_balancer_arn" {
+  description = "ARN of the relay's load balancer: associate a regional WAF web ACL with it (README: Edge)."
+  value       = module.relay.alb_arn
+}
+
+output "relay_log_group_name" {
+  description = "CloudWatch Logs group of the relays (aws logs tail <this> --follow); one stream per instance."
+  value       = module.relay.log_group_name
+}
+
+output "relay_metric_namespace" {
+  description = "CloudWatch namespace of the relays' metrics (liveline_calls_active, liveline_calls_total, ..., first_audio_ms)."
+  value       = module.relay.metric_namespace
 }
 
 output "relay_public_url" {
@@ -35,12 +75,16 @@ output "relay_stream_url" {
 
 output "ssm_parameter_names" {
   description = "SSM SecureString parameter of each secret, by environment variable name (aws ssm get-parameter --with-decryption --name <this>)."
-  value = {
-    DIAGNOSTIC_TOKEN    = aws_ssm_parameter.diagnostic_token.name
-    OPENAI_API_KEY      = aws_ssm_parameter.openai_api_key.name
-    STREAM_TOKEN_SECRET = aws_ssm_parameter.stream_token_secret.name
-    TWILIO_AUTH_TOKEN   = aws_ssm_parameter.twilio_auth_token.name
-  }
+  value = merge(
+    {
+      DIAGNOSTIC_TOKEN     = aws_ssm_parameter.diagnostic_token.name
+      OPENAI_API_KEY       = aws_ssm_parameter.openai_api_key.name
+      RELAY_SIGNING_SECRET = aws_ssm_parameter.relay_signing_secret.name
+      STREAM_TOKEN_SECRET  = aws_ssm_parameter.stream_token_secret.name
+      TWILIO_AUTH_TOKEN    = aws_ssm_parameter.twilio_auth_token.name
+    },
+    { for name, parameter in local.relay_secret_parameters : name => parameter.name if startswith(name, "TWILIO_API_KEY_") },
+  )
 }
 
 output "verify_command" {

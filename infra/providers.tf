@@ -2,12 +2,6 @@ provider "aws" {
   region = var.aws_region
 
   default_tags {
-    tags = merge(
-      {
-        Project   = var.name
-        ManagedBy = "terraform"
-      },
-      var.tags,
-    )
+    tags = local.tags
   }
 }

@@ -3,11 +3,58 @@
 # terraform.tfvars (git-ignored) for the non-secret ones; pass the two secrets as TF_VAR_ environment
 # variables (see README.md).
 #
-# The timeouts are ordered so that a deploy drains calls instead of cutting them (infra.md 2a, 4):
+# The timeouts are ordered so that a deploy drains calls instead of cutting them (README.md, Deploy):
 #   relay_max_call_seconds < relay_deregistration_delay_seconds <= relay_graceful_timeout_seconds
 #   < relay_stop_timeout_seconds
 # Each link is checked by a validation below, by checkov (infra/policies) and by tests/infra.
 ################################################################################
+
+variable "alarm_failed_calls_threshold" {
+  description = "Failed calls in 5 minutes (OpenAI failures at the relays plus 5xx answers to upgrades) that raise the calls-failing alarm."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.alarm_failed_calls_threshold >= 1
+    error_message = "alarm_failed_calls_threshold must be at least 1."
+  }
+}
+
+variable "alarm_first_audio_p90_ms" {
+  description = "Time to first audio in milliseconds that one call in ten may exceed, two 5-minute periods running, before the first-audio-slow alarm fires."
+  type        = number
+  default     = 2500
+
+  validation {
+    condition     = var.alarm_first_audio_p90_ms >= 100
+    error_message = "alarm_first_audio_p90_ms must be at least 100."
+  }
+}
+
+variable "alarm_subscribers" {
+  description = "Who the alarms notify, as SNS subscriptions: [{ protocol = \"email\", endpoint = \"oncall@example.com\" }, ...]. Email subscribers must confirm the message AWS sends them. Empty: the topic exists, nobody is told."
+  type = list(object({
+    protocol = string
+    endpoint = string
+  }))
+  default = []
+
+  validation {
+    condition     = alltrue([for s in var.alarm_subscribers : contains(["email", "email-json", "https", "sms", "sqs", "lambda"], s.protocol)])
+    error_message = "Each alarm_subscribers protocol must be email, email-json, https, sms, sqs or lambda."
+  }
+}
+
+variable "alb_access_log_retention_days" {
+  description = "Days the relay load balancer's access logs are kept in S3 (they hold each request's time, client address and path)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.alb_access_log_retention_days >= 1 && var.alb_access_log_retention_days <= 3650
+    error_message = "alb_access_log_retention_days must be between 1 and 3650."
+  }
+}
 
 variable "alb_deletion_protection" {
   description = "Refuse to delete the relay's load balancer (set to false, apply, then destroy to tear down)."
@@ -37,25 +84,14 @@ variable "alb_ssl_policy" {
   }
 }
 
-variable "assistant_greeting" {
-  description = "What the assistant says when a call starts (ASSISTANT_GREETING). null keeps the relay's default; \"\" means no greeting. One line, without double quotes or backslashes."
+variable "assistant_config_file" {
+  description = "The assistant file (TOML; ASSISTANT_CONFIG): instructions, greeting, voice, tools, hang-up, transfer destinations, per-number assistants. Path relative to infra/; shipped to the relays through S3 (a change rolls the fleet). null ships none: the relay's built-in assistant."
   type        = string
-  default     = null
+  default     = "assistant.example.toml"
 
   validation {
-    condition     = var.assistant_greeting == null ? true : can(regex("^[^\"\\\\\\n\\r]*$", var.assistant_greeting))
-    error_message = "assistant_greeting must be one line without double quotes or backslashes (it goes into a systemd environment file)."
-  }
-}
-
-variable "assistant_instructions" {
-  description = "The assistant's system instructions (ASSISTANT_INSTRUCTIONS). null keeps the relay's default. One line, without double quotes or backslashes."
-  type        = string
-  default     = null
-
-  validation {
-    condition     = var.assistant_instructions == null ? true : can(regex("^[^\"\\\\\\n\\r]+$", var.assistant_instructions))
-    error_message = "assistant_instructions must be one non-empty line without double quotes or backslashes (it goes into a systemd environment file)."
+    condition     = var.assistant_config_file == null ? true : endswith(var.assistant_config_file, ".toml") && fileexists(var.assistant_config_file)
+    error_message = "assistant_config_file must be null or the path (relative to infra/) of an existing .toml file."
   }
 }
 
@@ -67,6 +103,17 @@ variable "aws_region" {
   validation {
     condition     = can(regex("^[a-z]{2}(-gov)?-[a-z]+-[0-9]$", var.aws_region))
     error_message = "aws_region must be an AWS region name such as us-east-1."
+  }
+}
+
+variable "call_report_url" {
+  description = "CALL_REPORT_URL: where each relay POSTs every call's record (transcript, outcome, timings) when it ends, signed with RELAY_SIGNING_SECRET. null sends none."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.call_report_url == null ? true : can(regex("^https://[^\\s\"'`$\\\\]+$", var.call_report_url)) && length(var.call_report_url) <= 2048
+    error_message = "call_report_url must be an https:// URL (at most 2048 characters) without spaces, quotes, backslashes or '$'."
   }
 }
 
@@ -128,13 +175,35 @@ variable "openai_voice" {
 }
 
 variable "relay_ami_id" {
-  description = "AMI for relay instances. null uses the latest Amazon Linux 2023 for the instance type's architecture (a newer AMI then rolls the fleet, draining calls, on the next apply); set an ID to pin it. Must be Amazon Linux 2023 (the cloud-init uses dnf and python3.11)."
+  description = "AMI for relay instances, overriding relay_ami_release (null). Must be Amazon Linux 2023 (the cloud-init uses dnf and python3.11)."
   type        = string
   default     = null
 
   validation {
     condition     = var.relay_ami_id == null ? true : can(regex("^ami-[0-9a-f]{8,17}$", var.relay_ami_id))
     error_message = "relay_ami_id must be null or an AMI id (ami-...)."
+  }
+}
+
+variable "relay_ami_release" {
+  description = "Amazon Linux 2023 release the relays boot (AMI al2023-ami-<release>-kernel-6.1-<arch>, the same name in every region). Pinned, so a newly published AMI never rolls the fleet by itself; change it to move (the fleet then rolls, draining calls). Releases: docs.aws.amazon.com/linux/al2023/release-notes."
+  type        = string
+  default     = "2023.11.20260514.0"
+
+  validation {
+    condition     = can(regex("^2023\\.[0-9]+\\.[0-9]{8}\\.[0-9]+$", var.relay_ami_release))
+    error_message = "relay_ami_release must be an Amazon Linux 2023 release such as 2023.11.20260514.0."
+  }
+}
+
+variable "relay_boot_timeout_seconds" {
+  description = "How long a new relay may take from launch to taking calls (packages, bundle, start, /healthz 200) before it is given up and replaced (the launch lifecycle hook's timeout). An instance enters service only once ready."
+  type        = number
+  default     = 600
+
+  validation {
+    condition     = var.relay_boot_timeout_seconds >= 180 && var.relay_boot_timeout_seconds <= 3600
+    error_message = "relay_boot_timeout_seconds must be between 180 and 3600."
   }
 }
 
@@ -146,6 +215,17 @@ variable "relay_bundle_path" {
   validation {
     condition     = endswith(var.relay_bundle_path, ".zip")
     error_message = "relay_bundle_path must point at the .zip built by `make relay-bundle`."
+  }
+}
+
+variable "relay_calls_target_percent" {
+  description = "Live calls per relay that scaling aims for, as a percentage of relay_max_calls_per_instance (RELAY_MAX_CALLS): 60 keeps 40 % of every relay free for a surge while new relays boot (README: Surges)."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.relay_calls_target_percent >= 10 && var.relay_calls_target_percent <= 90
+    error_message = "relay_calls_target_percent must be between 10 and 90."
   }
 }
 
@@ -171,6 +251,17 @@ variable "relay_deregistration_delay_seconds" {
   }
 }
 
+variable "relay_diagnostic_allowed_cidrs" {
+  description = "Source addresses (CIDR blocks, at most 15) the load balancer lets reach the relays' /diagnostic/* and /metrics, e.g. [\"203.0.113.7/32\"] for the machine that runs scripts/verify_deploy.py. Empty (the default): nobody from the internet."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = length(var.relay_diagnostic_allowed_cidrs) <= 15 && alltrue([for cidr in var.relay_diagnostic_allowed_cidrs : can(cidrhost(cidr, 0))])
+    error_message = "relay_diagnostic_allowed_cidrs must list at most 15 CIDR blocks such as 203.0.113.7/32."
+  }
+}
+
 variable "relay_domain_name" {
   description = "Fully qualified name of the relay, in the Route 53 zone route53_zone_id, e.g. relay.example.com. Twilio dials wss://<this>/twilio/realtime."
   type        = string
@@ -178,6 +269,17 @@ variable "relay_domain_name" {
   validation {
     condition     = can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$", var.relay_domain_name))
     error_message = "relay_domain_name must be a lowercase fully qualified domain name such as relay.example.com (no scheme, no path, no trailing dot)."
+  }
+}
+
+variable "relay_egress_extra_ports" {
+  description = "TCP ports besides 443 the relays may connect out to: list the port of any tool URL or CALL_REPORT_URL served on another port (https://tools.example.com:8443/...)."
+  type        = list(number)
+  default     = []
+
+  validation {
+    condition     = alltrue([for port in var.relay_egress_extra_ports : port >= 1 && port <= 65535 && floor(port) == port])
+    error_message = "relay_egress_extra_ports must hold TCP port numbers (1-65535)."
   }
 }
 
@@ -209,13 +311,24 @@ variable "relay_instance_type" {
 }
 
 variable "relay_instance_warmup_seconds" {
-  description = "Seconds a new relay instance gets to boot (cloud-init installs the bundle) before health checks count and before an instance refresh moves on."
+  description = "Seconds after a new relay enters service (it already takes calls: see relay_boot_timeout_seconds) before its metrics count for scaling and an instance refresh moves on to the next relay."
   type        = number
-  default     = 300
+  default     = 60
 
   validation {
-    condition     = var.relay_instance_warmup_seconds >= 60 && var.relay_instance_warmup_seconds <= 3600
-    error_message = "relay_instance_warmup_seconds must be between 60 and 3600."
+    condition     = var.relay_instance_warmup_seconds >= 30 && var.relay_instance_warmup_seconds <= 3600
+    error_message = "relay_instance_warmup_seconds must be between 30 and 3600."
+  }
+}
+
+variable "relay_launch_template_version" {
+  description = "Roll back: pin the relays to this launch template version (each version boots the bundle and assistant file it was made with). null follows the newest. Unset it to deploy again (README: Roll back)."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.relay_launch_template_version == null ? true : var.relay_launch_template_version >= 1 && floor(var.relay_launch_template_version) == var.relay_launch_template_version
+    error_message = "relay_launch_template_version must be null or a launch template version number (1, 2, ...)."
   }
 }
 
@@ -227,6 +340,17 @@ variable "relay_log_level" {
   validation {
     condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR"], var.relay_log_level)
     error_message = "relay_log_level must be DEBUG, INFO, WARNING or ERROR."
+  }
+}
+
+variable "relay_log_retention_days" {
+  description = "Days CloudWatch Logs keeps the relays' logs (/<name>/relay)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.relay_log_retention_days)
+    error_message = "relay_log_retention_days must be a CloudWatch Logs retention value (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, ...)."
   }
 }
 
@@ -247,13 +371,13 @@ variable "relay_max_call_seconds" {
 }
 
 variable "relay_max_calls_per_instance" {
-  description = "Concurrent calls one relay instance accepts (RELAY_MAX_CALLS); past it new calls get 503 and /healthz reports saturated."
+  description = "Concurrent calls one relay instance accepts (RELAY_MAX_CALLS); past it new calls get 503 and /healthz reports saturated, so the load balancer sends it none until calls end. Scaling aims at relay_calls_target_percent of it."
   type        = number
   default     = 300
 
   validation {
-    condition     = var.relay_max_calls_per_instance >= 1 && var.relay_max_calls_per_instance <= 100000
-    error_message = "relay_max_calls_per_instance must be between 1 and 100000."
+    condition     = var.relay_max_calls_per_instance >= 2 && var.relay_max_calls_per_instance <= 100000
+    error_message = "relay_max_calls_per_instance must be between 2 and 100000 (scaling aims below it)."
   }
 }
 
@@ -276,6 +400,17 @@ variable "relay_min_size" {
   validation {
     condition     = var.relay_min_size >= 1 && var.relay_min_size <= 100
     error_message = "relay_min_size must be between 1 and 100."
+  }
+}
+
+variable "relay_releases_kept" {
+  description = "Replaced versions of the relay bundle and of the assistant file kept in S3 however old (older ones go 30 days after being replaced): how many releases back a rollback can go."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.relay_releases_kept >= 1 && var.relay_releases_kept <= 100
+    error_message = "relay_releases_kept must be between 1 and 100."
   }
 }
 
@@ -312,12 +447,14 @@ variable "route53_zone_id" {
 }
 
 variable "secret_versions" {
-  description = "Write-only version of each SSM secret. Terraform writes a secret only when its version changes: bump one to rotate it (the relay fleet rolls and the webhook restarts cold). stream_token_secret and diagnostic_token are generated by Terraform."
+  description = "Write-only version of each SSM secret. Terraform writes a secret only when its version changes: bump one to rotate it (the relay fleet rolls and the webhook restarts cold). stream_token_secret, diagnostic_token and relay_signing_secret are generated by Terraform; twilio_api_key versions the optional API key's SID and secret together."
   type = object({
-    diagnostic_token    = optional(number, 1)
-    openai_api_key      = optional(number, 1)
-    stream_token_secret = optional(number, 1)
-    twilio_auth_token   = optional(number, 1)
+    diagnostic_token     = optional(number, 1)
+    openai_api_key       = optional(number, 1)
+    relay_signing_secret = optional(number, 1)
+    stream_token_secret  = optional(number, 1)
+    twilio_api_key       = optional(number, 1)
+    twilio_auth_token    = optional(number, 1)
   })
   default = {}
 
@@ -342,6 +479,35 @@ variable "tags" {
   description = "Extra tags for every resource (merged into the provider's default_tags)."
   type        = map(string)
   default     = {}
+}
+
+variable "twilio_api_key_secret" {
+  description = "Secret of the Twilio API key named by twilio_api_key_sid. Ephemeral like twilio_auth_token (TF_VAR_twilio_api_key_secret): written to SSM only when secret_versions.twilio_api_key changes, never stored in the state."
+  type        = string
+  default     = null
+  sensitive   = true
+  ephemeral   = true
+
+  validation {
+    condition     = var.twilio_api_key_secret == null ? true : length(var.twilio_api_key_secret) >= 16 && can(regex("^[A-Za-z0-9_-]+$", var.twilio_api_key_secret))
+    error_message = "twilio_api_key_secret must be at least 16 characters of letters, digits, '-' and '_'."
+  }
+
+  validation {
+    condition     = (var.twilio_api_key_secret == null) == (var.twilio_api_key_sid == null)
+    error_message = "Set twilio_api_key_sid and twilio_api_key_secret together (TF_VAR_twilio_api_key_secret), or neither."
+  }
+}
+
+variable "twilio_api_key_sid" {
+  description = "Optional Twilio API key (SK...) the relays use for hang-up and transfer (Twilio's REST API) instead of the account's auth token; give its secret in twilio_api_key_secret. null: the auth token."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.twilio_api_key_sid == null ? true : can(regex("^SK[0-9a-fA-F]{32}$", var.twilio_api_key_sid))
+    error_message = "twilio_api_key_sid must be null or a Twilio API key SID (SK followed by 32 hex digits)."
+  }
 }
 
 variable "twilio_auth_token" {
@@ -403,6 +569,17 @@ variable "webhook_memory_mb" {
   validation {
     condition     = var.webhook_memory_mb >= 128 && var.webhook_memory_mb <= 10240
     error_message = "webhook_memory_mb must be between 128 and 10240."
+  }
+}
+
+variable "webhook_reserved_concurrency" {
+  description = "Concurrent executions reserved for the webhook, which also caps it: a flood of requests cannot take the account's Lambda concurrency. 20 answers about 200 calls a second. null reserves none (needed on accounts whose concurrency quota would leave less than 100 unreserved, e.g. new accounts with a quota of 10)."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.webhook_reserved_concurrency == null ? true : var.webhook_reserved_concurrency >= 1 && var.webhook_reserved_concurrency <= 1000 && floor(var.webhook_reserved_concurrency) == var.webhook_reserved_concurrency
+    error_message = "webhook_reserved_concurrency must be null or a whole number from 1 to 1000."
   }
 }
 

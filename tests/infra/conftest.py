@@ -3,8 +3,9 @@
 Nothing here runs terraform (no binary or provider is needed). ``Stack`` parses the root module and
 its local modules; ``Stack.resolve`` follows the references the design's invariants depend on
 (``var.*`` through module calls to defaults and to terraform.tfvars.example, ``local.*``,
-``module.*.*`` outputs, string interpolation, attribute access into objects). Any other expression
-raises ``Unresolvable``, so a test never passes by silently skipping a value it could not compute.
+``module.*.*`` outputs, string interpolation, attribute access into objects, the one conditional
+shape the modules use for optional inputs, ``REF == null ? A : B``, and ``REF - N``). Any other expression raises
+``Unresolvable``, so a test never passes by silently skipping a value it could not compute.
 ``render`` is the subset of Terraform's ``templatefile`` the templates use (``${name}`` only).
 """
 
@@ -86,6 +87,10 @@ class Module:
 
 REFERENCE = re.compile(r"\$\{([^{}]*)\}")
 SIMPLE_REF = re.compile(r"(var|local|module)\.[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*")
+# `var.x == null ? A : B`, where A and B are references or literals (no nested conditionals).
+NULL_CONDITIONAL = re.compile(r"(?P<test>\S+) == null \? (?P<then>\S+) : (?P<else>\S+)")
+# `var.x - 60`: a reference plus or minus a whole number.
+OFFSET = re.compile(r"(?P<reference>\S+) (?P<sign>[-+]) (?P<number>\d+)")
 
 
 class Stack:
@@ -126,6 +131,15 @@ class Stack:
 
     def reference(self, where: str | None, expression: str) -> Any:
         """Evaluate one reference such as ``var.x``, ``local.y.z`` or ``module.m.o``."""
+        conditional = NULL_CONDITIONAL.fullmatch(expression)
+        if conditional:
+            branch = "then" if self.operand(where, conditional["test"]) is None else "else"
+            return self.operand(where, conditional[branch])
+        offset = OFFSET.fullmatch(expression)
+        if offset:
+            base = self.reference(where, offset["reference"])
+            number = int(offset["number"])
+            return base - number if offset["sign"] == "-" else base + number
         if not SIMPLE_REF.fullmatch(expression):
             raise Unresolvable(f"{expression!r} in {where or 'root'}")
         kind, name, *path = expression.split(".")
@@ -146,6 +160,17 @@ class Stack:
                 raise AssertionError(f"{expression}: no attribute {attribute!r} in {value!r}")
             value = value[attribute]
         return value
+
+    def operand(self, where: str | None, text: str) -> Any:
+        """A conditional's operand: null, true/false, a number, a quoted string or a reference."""
+        literals: dict[str, Any] = {"null": None, "true": True, "false": False}
+        if text in literals:
+            return literals[text]
+        if re.fullmatch(r'"[^"\\$]*"', text):
+            return text[1:-1]
+        if re.fullmatch(r"-?\d+(\.\d+)?", text):
+            return float(text) if "." in text else int(text)
+        return self.reference(where, text)
 
     def variable(self, where: str | None, name: str) -> Any:
         """A variable's value: the module call's argument, the example tfvars, or its default."""
@@ -248,6 +273,19 @@ def relay_env_values(stack: Stack) -> dict[str, Any]:
     """The relay's non-secret environment exactly as modules/relay builds it (nulls dropped)."""
     env = stack.resolve("relay", stack.modules["relay"].locals["relay_env"])
     return {key: value for key, value in env.items() if value is not None}
+
+
+def relay_env_here(stack: Stack, env: dict[str, Any]) -> dict[str, str]:
+    """The relay's environment as strings, with the assistant file read from this checkout.
+
+    On an instance ASSISTANT_CONFIG is the installed copy of the file Terraform ships
+    (assistant_config_file); here it is that file itself, so the relay's own start-up checks can run.
+    """
+    here = {key: terraform_string(value) for key, value in env.items()}
+    if "ASSISTANT_CONFIG" in here:
+        assert here["ASSISTANT_CONFIG"] == stack.resolve("relay", "${local.assistant_path}")
+        here["ASSISTANT_CONFIG"] = str(INFRA / stack.resolve("relay", "${var.assistant_config_path}"))
+    return here
 
 
 def relay_env_file(env: dict[str, Any]) -> str:

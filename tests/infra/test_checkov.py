@@ -19,7 +19,7 @@ import pytest
 from tests.infra.conftest import INFRA
 
 POLICIES = INFRA / "policies"
-CUSTOM_IDS = {f"CKV2_LIVELINE_{n}" for n in range(1, 7)}
+CUSTOM_IDS = {f"CKV2_LIVELINE_{n}" for n in range(1, 9)}
 
 
 def checkov_binary() -> str:
@@ -66,7 +66,7 @@ def test_every_skip_says_why(report: dict[str, Any]) -> None:
 
 
 def test_every_inline_skip_is_one_checkov_honours(report: dict[str, Any]) -> None:
-    """A #checkov:skip outside a resource block is silently ignored (infra.md 5): count them."""
+    """A #checkov:skip outside a resource block is silently ignored by checkov: count them."""
     written: Counter[tuple[str, str]] = Counter()
     for path in INFRA.rglob("*.tf"):
         for check_id in re.findall(r"#checkov:skip=([A-Z0-9_]+):", path.read_text()):
@@ -94,7 +94,12 @@ variable "idle" {
   default = 60
 }
 resource "aws_lb" "short_idle" {
-  idle_timeout = var.idle
+  idle_timeout           = var.idle
+  desync_mitigation_mode = "strictest"
+  access_logs {
+    bucket  = "logs"
+    enabled = true
+  }
 }
 resource "aws_lb_target_group" "short_drain" {
   port                 = 80
@@ -117,15 +122,84 @@ resource "aws_lb_target_group" "wrong_health_path" {
 resource "aws_lb_listener" "plain_http" {
   port     = 80
   protocol = "HTTP"
+  default_action {
+    type = "fixed-response"
+  }
 }
 resource "aws_autoscaling_group" "terminate_first" {
-  health_check_type = "ELB"
+  health_check_type = "EC2"
+  instance_maintenance_policy {
+    min_healthy_percentage = 100
+    max_healthy_percentage = 200
+  }
   instance_refresh {
     strategy = "Rolling"
     preferences {
       min_healthy_percentage = 90
       max_healthy_percentage = 100
+      auto_rollback          = false
     }
+  }
+}
+resource "aws_autoscaling_group" "replaces_full_relays" {
+  health_check_type = "ELB"
+  instance_maintenance_policy {
+    min_healthy_percentage = 100
+    max_healthy_percentage = 200
+  }
+  instance_refresh {
+    strategy = "Rolling"
+    preferences {
+      min_healthy_percentage = 100
+      max_healthy_percentage = 200
+      auto_rollback          = false
+    }
+  }
+}
+resource "aws_autoscaling_group" "no_maintenance_policy" {
+  health_check_type = "EC2"
+  instance_refresh {
+    strategy = "Rolling"
+    preferences {
+      min_healthy_percentage = 100
+      max_healthy_percentage = 200
+      auto_rollback          = false
+    }
+  }
+}
+resource "aws_autoscaling_group" "rolls_back_to_itself" {
+  health_check_type = "EC2"
+  instance_maintenance_policy {
+    min_healthy_percentage = 100
+    max_healthy_percentage = 200
+  }
+  instance_refresh {
+    strategy = "Rolling"
+    preferences {
+      min_healthy_percentage = 100
+      max_healthy_percentage = 200
+      auto_rollback          = true
+    }
+  }
+}
+resource "aws_lb" "defensive_only" {
+  idle_timeout           = 3600
+  desync_mitigation_mode = "defensive"
+  access_logs {
+    bucket  = "logs"
+    enabled = true
+  }
+}
+resource "aws_lb" "no_access_logs" {
+  idle_timeout           = 3600
+  desync_mitigation_mode = "strictest"
+}
+resource "aws_lb_listener" "forwards_everything" {
+  port     = 443
+  protocol = "HTTPS"
+  default_action {
+    type             = "forward"
+    target_group_arn = "arn"
   }
 }
 resource "aws_ssm_parameter" "stored_secret" {
@@ -146,5 +220,11 @@ def test_project_policies_catch_what_they_guard(tmp_path: Path) -> None:
         ("CKV2_LIVELINE_3", "aws_lb_target_group.wrong_health_path"),
         ("CKV2_LIVELINE_4", "aws_lb_listener.plain_http"),
         ("CKV2_LIVELINE_5", "aws_autoscaling_group.terminate_first"),
+        ("CKV2_LIVELINE_5", "aws_autoscaling_group.replaces_full_relays"),
+        ("CKV2_LIVELINE_5", "aws_autoscaling_group.no_maintenance_policy"),
+        ("CKV2_LIVELINE_5", "aws_autoscaling_group.rolls_back_to_itself"),
         ("CKV2_LIVELINE_6", "aws_ssm_parameter.stored_secret"),
+        ("CKV2_LIVELINE_7", "aws_lb.defensive_only"),
+        ("CKV2_LIVELINE_7", "aws_lb.no_access_logs"),
+        ("CKV2_LIVELINE_8", "aws_lb_listener.forwards_everything"),
     }

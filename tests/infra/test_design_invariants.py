@@ -1,4 +1,4 @@
-"""The design's invariants (issue 6, infra.md 2a and 4), checked on the Terraform's own values.
+"""The design's invariants (issues 6 and 14), checked on the Terraform's own values.
 
 Values are followed through variables, module calls and locals to their defaults (and to
 terraform.tfvars.example for the inputs that have none), so a change anywhere along the chain is seen.
@@ -25,11 +25,14 @@ from tests.infra.conftest import (
     TEST_REGION,
     Stack,
     parse_unit,
+    relay_env_here,
     render,
-    terraform_string,
 )
 
-RELAY_SECRETS = {"OPENAI_API_KEY", "TWILIO_AUTH_TOKEN", "STREAM_TOKEN_SECRET", "DIAGNOSTIC_TOKEN"}
+RELAY_SECRETS = {"OPENAI_API_KEY", "TWILIO_AUTH_TOKEN", "STREAM_TOKEN_SECRET", "DIAGNOSTIC_TOKEN",
+                 "RELAY_SIGNING_SECRET"}
+# Delivered to the relay only when an API key SID is given (twilio_api_key_sid).
+OPTIONAL_RELAY_SECRETS = {"TWILIO_API_KEY_SID", "TWILIO_API_KEY_SECRET"}
 WEBHOOK_SECRETS = {"TWILIO_AUTH_TOKEN", "STREAM_TOKEN_SECRET"}
 
 
@@ -59,7 +62,9 @@ def test_only_an_https_443_listener(stack: Stack) -> None:
     assert listener["certificate_arn"] == "${aws_acm_certificate_validation.this.certificate_arn}", (
         "the listener must wait for the certificate's DNS validation")
     (action,) = listener["default_action"]
-    assert action == {"type": "forward", "target_group_arn": "${aws_lb_target_group.this.arn}"}
+    assert action["type"] == "fixed-response", "nothing is forwarded unless a rule names its path"
+    (response,) = action["fixed_response"]
+    assert response["status_code"] == "404"
 
 
 def test_target_group_is_http_80_with_healthz(stack: Stack) -> None:
@@ -69,6 +74,9 @@ def test_target_group_is_http_80_with_healthz(stack: Stack) -> None:
     assert check["path"] == "/healthz"
     assert check["matcher"] == "200"
     assert check["port"] == "traffic-port"
+    assert check["timeout"] < check["interval"], "AWS requires the timeout below the interval"
+    assert 2 <= check["unhealthy_threshold"] and check["interval"] * check["unhealthy_threshold"] <= 15, (
+        "a full relay stops getting calls within seconds (every call sent to it meanwhile is refused)")
 
 
 def test_load_balancer_settings(stack: Stack) -> None:
@@ -101,7 +109,7 @@ def gunicorn_graceful_timeout(env: dict[str, str]) -> int:
 
 def dummy_secrets() -> dict[str, str]:
     return {"OPENAI_API_KEY": "sk-dummy-for-tests", "TWILIO_AUTH_TOKEN": "dummy-auth-token",
-            "STREAM_TOKEN_SECRET": "d" * 48, "DIAGNOSTIC_TOKEN": "t" * 40}
+            "STREAM_TOKEN_SECRET": "d" * 48, "DIAGNOSTIC_TOKEN": "t" * 40, "RELAY_SIGNING_SECRET": "r" * 48}
 
 
 def rendered_unit(stack: Stack) -> dict[str, dict[str, list[str]]]:
@@ -138,7 +146,7 @@ def test_max_call_lt_deregistration_le_graceful_lt_timeout_stop_sec(
     # The relay's maximum call length: what Terraform passes, or the relay's own default.
     max_call = int(relay_env_values.get("RELAY_MAX_CALL_SECONDS", DEFAULT_MAX_CALL_S))
     delay = value(stack, "relay", relay(stack, "aws_lb_target_group", "this")["deregistration_delay"])
-    env = {key: terraform_string(v) for key, v in relay_env_values.items()}
+    env = relay_env_here(stack, relay_env_values)
     graceful = gunicorn_graceful_timeout({**env, **dummy_secrets()})
     (stop,) = rendered_unit(stack)["Service"]["TimeoutStopSec"]
     assert max_call < delay <= graceful < int(stop), (
@@ -170,12 +178,18 @@ def test_the_validations_enforce_the_chain(stack: Stack) -> None:
         assert not re.fullmatch(regex, bad), bad
 
 
-def test_relay_accepts_the_environment_infra_writes(relay_env_values: dict[str, Any]) -> None:
+def test_relay_accepts_the_environment_infra_writes(stack: Stack, relay_env_values: dict[str, Any]) -> None:
     """RelayConfig.from_env (run by gunicorn's master at boot) takes Terraform's settings as they are."""
     from relay.config import RelayConfig
 
-    env = {key: terraform_string(v) for key, v in relay_env_values.items()}
+    env = relay_env_here(stack, relay_env_values)
+    assert env["RELAY_LOG_FORMAT"] == "json", "the deploy logs JSON lines (CloudWatch metric filters read them)"
     config = RelayConfig.from_env({**env, **dummy_secrets()}, cores=2)
+    assert config.log_format == "json"
+    # The assistant file Terraform ships by default, read by the relay's own loader.
+    assert config.assistant_config == str(INFRA / "assistant.example.toml")
+    assert config.assistant_book is not None and not config.assistant_book.has_tools, (
+        "the default deploy's assistant calls no tool (an example URL would fail every call that used it)")
     assert config.relay_bind == "0.0.0.0:80"
     assert config.relay_public_url == "wss://relay.example.com"
     assert config.stream_url == "wss://relay.example.com/twilio/realtime"
@@ -193,32 +207,11 @@ def test_launch_template_requires_imdsv2(stack: Stack) -> None:
     assert template["update_default_version"] is True
 
 
-def test_autoscaling_group_rolls_with_latest_version(stack: Stack) -> None:
-    group = relay(stack, "aws_autoscaling_group", "this")
-    (template,) = group["launch_template"]
-    assert template["version"] == "${aws_launch_template.this.latest_version}", (
-        "a refresh does not start for $Latest (infra.md 2a)")
-    assert group["health_check_type"] == "ELB"
-    assert group["target_group_arns"] == ["${aws_lb_target_group.this.arn}"]
-    (refresh,) = group["instance_refresh"]
-    assert refresh["strategy"] == "Rolling"
-    (preferences,) = refresh["preferences"]
-    assert (preferences["min_healthy_percentage"], preferences["max_healthy_percentage"]) == (100, 200)
-    assert value(stack, "relay", group["min_size"]) >= 2, "one relay per availability zone at least"
-
-
 def test_user_data_is_the_cloud_init_template(stack: Stack) -> None:
     template = relay(stack, "aws_launch_template", "this")
+    assert template["user_data"] == "${local.user_data}"
     cloud_init = '"${path.module}/templates/cloud-init.yaml.tftpl"'
-    assert template["user_data"] == f"${{base64encode(templatefile({cloud_init}, local.cloud_init_vars))}}"
-
-
-def test_bundle_key_is_its_hash(stack: Stack) -> None:
-    module = stack.modules["relay"]
-    assert module.locals["bundle_sha256"] == "${filesha256(var.bundle_path)}"
-    assert module.locals["bundle_key"] == "relay/${local.bundle_sha256}.zip"
-    assert module.resource("aws_s3_object", "bundle")["key"] == "${local.bundle_key}"
-    assert module.locals["install_vars"]["bundle_key"] == "${aws_s3_object.bundle.key}"
+    assert stack.modules["relay"].locals["cloud_init"] == f"${{templatefile({cloud_init}, local.cloud_init_vars)}}"
 
 
 # -- network --------------------------------------------------------------------------------
@@ -353,39 +346,73 @@ def test_webhook_accepts_the_environment_infra_sets(stack: Stack) -> None:
 
 def test_secrets_are_write_only_secure_strings(stack: Stack) -> None:
     parameters = stack.root.resources["aws_ssm_parameter"]
-    assert set(ssm_parameter_names(stack)) == RELAY_SECRETS
+    assert set(ssm_parameter_names(stack)) == RELAY_SECRETS | OPTIONAL_RELAY_SECRETS
     for name, body in parameters.items():
         assert body["type"] == "SecureString"
         assert "value" not in body and "insecure_value" not in body, f"{name} would store its value in state"
         assert body["value_wo"].startswith(("${var.", "${ephemeral.random_password."))
-        assert body["value_wo_version"] == f"${{var.secret_versions.{name}}}"
+        version = "twilio_api_key" if name.startswith("twilio_api_key_") else name
+        assert body["value_wo_version"] == f"${{var.secret_versions.{version}}}"
         assert body["key_id"] == "${aws_kms_key.this.arn}"
         assert value(stack, None, body["name"]) == f"/liveline/{name.upper()}"
-    for variable in ("openai_api_key", "twilio_auth_token"):
+    for variable in ("openai_api_key", "twilio_auth_token", "twilio_api_key_secret"):
         spec = stack.root.variables[variable]
         assert spec["sensitive"] is True and spec["ephemeral"] is True
-        assert "default" not in spec
+    assert "default" not in stack.root.variables["openai_api_key"]
+    assert "default" not in stack.root.variables["twilio_auth_token"]
+
+
+def test_relay_signing_secret_is_generated_like_the_others(stack: Stack) -> None:
+    text = (INFRA / "main.tf").read_text()
+    block = re.search(r'ephemeral "random_password" "relay_signing_secret" \{(.*?)\n\}', text, re.S)
+    assert block, "RELAY_SIGNING_SECRET is generated by Terraform"
+    length = int(re.search(r"length\s*=\s*(\d+)", block.group(1)).group(1))
+    assert length >= 32, "relay/config.py wants at least 32 characters"
+    assert re.search(r"special\s*=\s*false", block.group(1)), "letters and digits: an environment file carries it"
+    parameter = stack.root.resource("aws_ssm_parameter", "relay_signing_secret")
+    assert parameter["value_wo"] == "${ephemeral.random_password.relay_signing_secret.result}"
+
+
+def test_the_twilio_api_key_is_delivered_only_when_given(stack: Stack) -> None:
+    for name in ("twilio_api_key_sid", "twilio_api_key_secret"):
+        assert stack.root.resource("aws_ssm_parameter", name)["count"] == (
+            "${var.twilio_api_key_sid == null ? 0 : 1}")
+    merged = stack.root.locals["relay_secret_parameters"]
+    assert "var.twilio_api_key_sid == null ? {} :" in merged
+    assert "TWILIO_API_KEY_SID" in merged and "TWILIO_API_KEY_SECRET" in merged
+    rules = " ".join(r["condition"] for r in stack.root.variables["twilio_api_key_secret"]["validation"])
+    assert "(var.twilio_api_key_secret == null) == (var.twilio_api_key_sid == null)" in rules, (
+        "a SID without its secret (or the reverse) is refused at plan time")
+    sid_rule = stack.root.variables["twilio_api_key_sid"]["validation"][0]["condition"]
+    assert "^SK[0-9a-fA-F]{32}$" in sid_rule
 
 
 def test_each_half_gets_exactly_its_secrets(stack: Stack) -> None:
-    relay_secrets = stack.root.calls["relay"]["secret_parameters"]
+    assert stack.root.calls["relay"]["secret_parameters"] == "${local.relay_secret_parameters}"
+    merged = stack.root.locals["relay_secret_parameters"]
+    named = set(re.findall(r"\b([A-Z][A-Z0-9_]+)\s*=\s*\{", merged))
+    assert named == RELAY_SECRETS | OPTIONAL_RELAY_SECRETS
+    for env_name in named:
+        resource = f"aws_ssm_parameter.{env_name.lower()}"
+        if env_name in OPTIONAL_RELAY_SECRETS:
+            resource += "[0]"
+        assert f"{env_name} = {{name = {resource}.name, arn = {resource}.arn}}" in merged
     webhook_secrets = stack.root.calls["webhook"]["secret_parameters"]
-    assert set(relay_secrets) == RELAY_SECRETS
     assert set(webhook_secrets) == WEBHOOK_SECRETS
-    for secrets in (relay_secrets, webhook_secrets):
-        for env_name, entry in secrets.items():
-            resource = f"aws_ssm_parameter.{env_name.lower()}"
-            assert entry == {"name": f"${{{resource}.name}}", "arn": f"${{{resource}.arn}}"}
+    for env_name, entry in webhook_secrets.items():
+        resource = f"aws_ssm_parameter.{env_name.lower()}"
+        assert entry == {"name": f"${{{resource}.name}}", "arn": f"${{{resource}.arn}}"}
 
 
 def statements(module: Any, document: str) -> list[dict[str, Any]]:
     return module.data["aws_iam_policy_document"][document]["statement"]  # type: ignore[no-any-return]
 
 
-def test_relay_role_reads_only_its_parameters_and_bundles(stack: Stack) -> None:
+def test_relay_role_reads_only_its_parameters_and_artifacts(stack: Stack) -> None:
     module = stack.modules["relay"]
     by_sid = {s["sid"]: s for s in statements(module, "this")}
-    assert set(by_sid) == {"ReadRelaySecrets", "DecryptViaSsmAndS3", "ReadRelayBundles"}
+    assert set(by_sid) == {"ReadRelaySecrets", "DecryptViaSsmAndS3", "ReadRelayArtifacts", "ReportOwnHealth",
+                           "ShipRelayLogsAndMetrics"}
     assert by_sid["ReadRelaySecrets"]["actions"] == ["ssm:GetParameters"]
     assert by_sid["ReadRelaySecrets"]["resources"] == (
         "${sort([for p in values(var.secret_parameters) : p.arn])}")
@@ -393,11 +420,23 @@ def test_relay_role_reads_only_its_parameters_and_bundles(stack: Stack) -> None:
     assert by_sid["DecryptViaSsmAndS3"]["resources"] == ["${var.kms_key_arn}"]
     (condition,) = by_sid["DecryptViaSsmAndS3"]["condition"]
     assert condition["variable"] == "kms:ViaService"
-    assert by_sid["ReadRelayBundles"] == {
-        "sid": "ReadRelayBundles", "actions": ["s3:GetObject"],
-        "resources": ["${aws_s3_bucket.bundle.arn}/relay/*"]}
+    # By object version (a launch template version names the versions it installs), under relay/ only.
+    assert by_sid["ReadRelayArtifacts"] == {
+        "sid": "ReadRelayArtifacts", "actions": ["s3:GetObject", "s3:GetObjectVersion"],
+        "resources": ["${aws_s3_bucket.artifacts.arn}/relay/*"]}
+    # Health reports about itself, to its own group only.
+    assert by_sid["ReportOwnHealth"]["actions"] == ["autoscaling:CompleteLifecycleAction",
+                                                    "autoscaling:SetInstanceHealth"]
+    assert by_sid["ReportOwnHealth"]["resources"] == ["${local.autoscaling_group_arn}"]
+    arn = module.locals["autoscaling_group_arn"]
+    assert arn.endswith(":autoScalingGroup:*:autoScalingGroupName/${local.autoscaling_group_name}"), arn
+    assert value(stack, "relay", "${local.autoscaling_group_name}") == "liveline-relay"
+    # Logs: into the two log groups Terraform made, nothing else (no CreateLogGroup, no "*").
+    ship = by_sid["ShipRelayLogsAndMetrics"]
+    assert ship["actions"] == ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"]
+    assert {r.split(".")[1] for r in ship["resources"]} == {"relay", "metrics"}
     # Session Manager: only the channel actions; never the managed policy that reads every parameter.
-    text = (INFRA / "modules/relay/main.tf").read_text()
+    text = (INFRA / "modules/relay/iam.tf").read_text()
     assert "AmazonSSMManagedInstanceCore\n" not in text.replace("AmazonSSMManagedInstanceCore would", "")
     for statement in statements(module, "session_manager"):
         for action in statement["actions"]:

@@ -115,7 +115,7 @@ def test_pip_platforms_cover_amazon_linux_2023() -> None:
 
 def test_terraform_reads_what_the_manifest_holds(tmp_path: Path) -> None:
     _, manifest = build(tmp_path, "a", "--no-wheelhouse")
-    text = (INFRA / "modules/relay/main.tf").read_text()
+    text = "".join(path.read_text() for path in (INFRA / "modules/relay").glob("*.tf"))
     used = set(re.findall(r"local\.bundle_manifest\.(\w+)", text))
     assert used == {"ec2_architecture", "wheelhouse", "sha256"}
     assert used <= set(manifest)

@@ -8,7 +8,7 @@ cloud-init and bash would read them. The secrets fetcher runs for real against a
 from __future__ import annotations
 
 import ast
-import base64
+import gzip
 import json
 import os
 import shutil
@@ -33,7 +33,7 @@ from tests.infra.conftest import (
     render,
     template_names,
 )
-from tests.infra.test_design_invariants import resolved_unit_vars, ssm_parameter_names
+from tests.infra.test_design_invariants import RELAY_SECRETS, resolved_unit_vars, ssm_parameter_names
 
 START_COMMAND = ["-c", "relay/gunicorn.conf.py", "relay.wsgi:app"]
 FETCH_SECRETS = RELAY_TEMPLATES / "fetch-secrets.py"
@@ -45,13 +45,25 @@ def unit(stack: Stack) -> dict[str, list[str]]:
     return parse_unit(text)["Service"]
 
 
+TEMPLATE_VARIABLES = {
+    "relay.service.tftpl": "unit_vars",
+    "relay-watchdog.service.tftpl": "watchdog_vars",
+    "install-relay.sh.tftpl": "install_vars",
+    "cloud-init.yaml.tftpl": "cloud_init_vars",
+    "logrotate.conf.tftpl": "logrotate_vars",
+    "cloudwatch-agent.json.tftpl": "agent_config_vars",
+    "prometheus.yaml.tftpl": "prometheus_config_vars",
+}
+
+
 def test_unit_template_takes_exactly_the_variables_terraform_passes(stack: Stack) -> None:
     module = stack.modules["relay"]
-    for template, variables in [("relay.service.tftpl", "unit_vars"),
-                                ("install-relay.sh.tftpl", "install_vars"),
-                                ("cloud-init.yaml.tftpl", "cloud_init_vars")]:
+    assert {p.name for p in RELAY_TEMPLATES.glob("*.tftpl")} == set(TEMPLATE_VARIABLES), "every template is checked"
+    terraform = "".join(p.read_text() for p in (INFRA / "modules/relay").glob("*.tf"))
+    for template, variables in TEMPLATE_VARIABLES.items():
         names = template_names((RELAY_TEMPLATES / template).read_text())
         assert names == set(module.locals[variables]), template
+        assert f'templates/{template}", local.{variables})' in terraform, f"{template} is rendered with {variables}"
 
 
 def test_unit_starts_the_documented_gunicorn_command(unit: dict[str, list[str]]) -> None:
@@ -89,12 +101,27 @@ def test_unit_fetches_secrets_into_a_root_only_tmpfs_file(unit: dict[str, list[s
     assert pre.startswith("+"), "runs as root, outside the sandbox"
     argv = exec_argv(pre)
     secrets_file = "/run/liveline-relay/secrets.env"
+    token_file = "/run/liveline-relay/metrics.token"
     assert argv[:3] == ["/usr/local/libexec/liveline-relay-fetch-secrets", TEST_REGION, secrets_file]
-    assert sorted(argv[3:]) == sorted(ssm_parameter_names(stack).values())
+    assert argv[3:5] == ["--value-file", f"DIAGNOSTIC_TOKEN={token_file}"], (
+        "the CloudWatch agent's bearer token for /metrics, beside the secrets, root only")
+    assert sorted(argv[5:]) == sorted(ssm_parameter_names(stack)[n] for n in RELAY_SECRETS)
     assert unit["EnvironmentFile"] == ["/etc/liveline/relay.env", "-" + secrets_file], (
         "settings first, secrets second; '-' because ExecStartPre runs before the file exists")
-    assert unit["ExecStopPost"] == ["+/bin/rm -f " + secrets_file]
-    assert secrets_file.startswith("/run/"), "tmpfs: secrets never reach the disk"
+    assert unit["ExecStopPost"] == [f"+/bin/rm -f {secrets_file} {token_file}"]
+    assert secrets_file.startswith("/run/") and token_file.startswith("/run/"), "tmpfs: secrets never reach the disk"
+
+
+def test_unit_writes_its_output_where_the_agent_reads_it(unit: dict[str, list[str]], stack: Stack) -> None:
+    log_file = stack.resolve("relay", "${local.log_file}")
+    assert unit["StandardOutput"] == [f"append:{log_file}"] and unit["StandardError"] == [f"append:{log_file}"]
+    assert unit["LogsDirectory"] == ["liveline-relay"] and log_file.startswith("/var/log/liveline-relay/")
+    agent = json.loads(render_template(stack, "cloudwatch-agent.json.tftpl"))
+    collected = agent["logs"]["logs_collected"]["files"]["collect_list"]
+    assert {entry["file_path"] for entry in collected} == {log_file, "/var/log/cloud-init-output.log"}
+    rotate = render_template(stack, "logrotate.conf.tftpl")
+    assert f"\n{log_file} {{\n" in rotate and "copytruncate" in rotate, (
+        "the unit keeps the file open (append:), so it is truncated in place, never moved")
 
 
 def test_environment_file_is_literal_for_systemd(stack: Stack, relay_env_values: dict[str, Any]) -> None:
@@ -111,14 +138,30 @@ def test_environment_file_is_literal_for_systemd(stack: Stack, relay_env_values:
     assert '\\"${local.relay_env[key]}\\"' in expression, "values double-quoted, as this test writes them"
 
 
+# What only AWS knows at apply time, for rendering.
+APPLY_TIME = {"aws_region": TEST_REGION, "artifacts_bucket": "liveline-relay-artifacts-test",
+              "bundle_key": "relay/bundle.zip", "bundle_version": "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY",
+              "bundle_sha256": "ab" * 32, "assistant_version": "Rb_l2T8ZzWLlCaVRg9J4xCW.JwVj5Pkn",
+              "assistant_sha256": "cd" * 32}
+
+
+def template_values(stack: Stack, variables: str) -> dict[str, Any]:
+    """local.<variables> resolved, with APPLY_TIME values where Terraform would ask AWS."""
+    if variables == "unit_vars":
+        return resolved_unit_vars(stack)
+    raw = stack.modules["relay"].locals[variables]
+    return {key: APPLY_TIME[key] if key in APPLY_TIME else stack.resolve("relay", expression)
+            for key, expression in raw.items()}
+
+
+def render_template(stack: Stack, template: str) -> str:
+    return render((RELAY_TEMPLATES / template).read_text(), template_values(stack, TEMPLATE_VARIABLES[template]))
+
+
 def rendered_install(stack: Stack) -> str:
-    variables = dict(stack.resolve("relay", {
-        k: v for k, v in stack.modules["relay"].locals["install_vars"].items()
-        if k not in ("aws_region", "bundle_bucket", "bundle_key", "bundle_sha256")}))
-    sha = "ab" * 32
-    variables.update(aws_region=TEST_REGION, bundle_bucket="liveline-relay-artifacts-test",
-                     bundle_key=f"relay/{sha}.zip", bundle_sha256=sha)
-    return render((RELAY_TEMPLATES / "install-relay.sh.tftpl").read_text(), variables)
+    assert stack.modules["relay"].locals["install_vars"]["bundle_key"] == "${aws_s3_object.bundle.key}"
+    assert stack.resolve("relay", "${local.bundle_key}") == APPLY_TIME["bundle_key"]
+    return render_template(stack, "install-relay.sh.tftpl")
 
 
 def test_install_script_is_valid_bash_and_installs_offline(stack: Stack) -> None:
@@ -128,34 +171,23 @@ def test_install_script_is_valid_bash_and_installs_offline(stack: Stack) -> None
     result = subprocess.run([bash, "-n"], input=script, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert script.startswith("#!/bin/bash\n") and "set -euo pipefail" in script
-    assert "dnf install -y python3.11" in script
-    assert "sha256sum --check" in script, "the bundle is checked against the hash in its key"
+    assert "dnf install -y python3.11 python3.11-pip amazon-cloudwatch-agent logrotate" in script
     assert ('pip" install --disable-pip-version-check --no-index \\\n  --find-links "$release/wheelhouse" '
             '-r "$release/requirements/relay.txt"') in script
     assert "useradd --system" in script
-    assert script.rstrip().endswith('systemctl enable --now "liveline-relay.service"')
-
-
-def cloud_init_values(stack: Stack) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """cloud_init_vars resolved, and the decoded content expected at each path."""
-    module = stack.modules["relay"]
-    raw = module.locals["cloud_init_vars"]
-    paths = {key: stack.resolve("relay", raw[key]) for key in ("unit_path", "env_file", "fetch_secrets",
-                                                               "install_script")}
-    unit = render((RELAY_TEMPLATES / "relay.service.tftpl").read_text(), resolved_unit_vars(stack))
-    env = relay_env_file({k: v for k, v in stack.resolve("relay", module.locals["relay_env"]).items()
-                          if v is not None})
-    contents = {
-        paths["unit_path"]: unit.encode(),
-        paths["env_file"]: env.encode(),
-        paths["fetch_secrets"]: FETCH_SECRETS.read_bytes(),
-        paths["install_script"]: rendered_install(stack).encode(),
-    }
-    assert raw["fetch_secrets_b64"] == '${filebase64("${path.module}/templates/fetch-secrets.py")}'
-    b64 = {name: base64.b64encode(contents[paths[path_key]]).decode() for name, path_key in [
-        ("unit_b64", "unit_path"), ("env_b64", "env_file"), ("fetch_secrets_b64", "fetch_secrets"),
-        ("install_b64", "install_script")]}
-    return {**paths, **b64}, contents
+    # Each artifact by its object version, checked against the hash this launch template version holds.
+    assert '--version-id "$2"' in script and "sha256sum --check --strict" in script
+    assert f'fetch "relay/bundle.zip" "{APPLY_TIME["bundle_version"]}" "{APPLY_TIME["bundle_sha256"]}"' in script
+    assert (f'fetch "$assistant_key" "{APPLY_TIME["assistant_version"]}" "{APPLY_TIME["assistant_sha256"]}"'
+            in script)
+    assert 'install -D -m 0640 -o root -g "liveline-relay"' in script, "the assistant file: relay user only"
+    # In service only once ready, and only then judged for liveness.
+    lines = script.rstrip().splitlines()
+    ready = next(i for i, line in enumerate(lines) if 'liveline-relay-health" ready' in line)
+    start = lines.index('systemctl enable --now "liveline-relay.service"')
+    assert start < ready < len(lines) - 1
+    assert lines[-1] == 'systemctl enable --now "liveline-relay-watchdog.service"'
+    assert '--url "http://127.0.0.1/healthz"' in lines[ready], "ready = takes calls, not merely alive"
 
 
 def load_yaml(text: str) -> Any:
@@ -170,26 +202,94 @@ def load_yaml(text: str) -> Any:
     return json.loads(result.stdout)
 
 
+CLOUD_INIT_FILES = {  # path variable -> (content variable, template or static file, mode)
+    "unit_path": ("unit", "relay.service.tftpl", "0644"),
+    "watchdog_unit_path": ("watchdog_unit", "relay-watchdog.service.tftpl", "0644"),
+    "env_file": ("env", None, "0644"),
+    "fetch_secrets": ("fetch_secrets_py", "fetch-secrets.py", "0755"),
+    "relay_health": ("relay_health_py", "relay-health.py", "0755"),
+    "agent_config": ("agent_config_json", "cloudwatch-agent.json.tftpl", "0644"),
+    "prometheus_config": ("prometheus_config_json", "prometheus.yaml.tftpl", "0644"),
+    "logrotate_config": ("logrotate", "logrotate.conf.tftpl", "0644"),
+    "install_script": ("install_sh", "install-relay.sh.tftpl", "0755"),
+}
+
+
+def indent(spaces: int, text: str) -> str:
+    """Terraform's indent(): every line but the first gets the spaces (empty ones included)."""
+    return text.replace("\n", "\n" + " " * spaces)
+
+
+def cloud_init_values(stack: Stack) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+    """cloud_init_vars as Terraform computes them, and the (content, mode) expected at each path."""
+    module = stack.modules["relay"]
+    raw = module.locals["cloud_init_vars"]
+    assert set(raw) == set(CLOUD_INIT_FILES) | {content for content, _, _ in CLOUD_INIT_FILES.values()}
+    values: dict[str, Any] = {}
+    contents: dict[str, tuple[str, str]] = {}
+    for path_key, (content_key, source, mode) in CLOUD_INIT_FILES.items():
+        path = stack.resolve("relay", raw[path_key])
+        if source is None:
+            env = stack.resolve("relay", module.locals["relay_env"])
+            text = relay_env_file({k: v for k, v in env.items() if v is not None})
+            assert raw[content_key] == "${indent(6, local.relay_env_file)}"
+        elif source.endswith(".tftpl"):
+            text = render_template(stack, source)
+            assert raw[content_key] == (f'${{indent(6, templatefile("${{path.module}}/templates/{source}", '
+                                        f"local.{TEMPLATE_VARIABLES[source]}))}}")
+        else:
+            text = (RELAY_TEMPLATES / source).read_text()
+            assert raw[content_key] == f'${{indent(6, file("${{path.module}}/templates/{source}"))}}'
+        values[path_key] = path
+        values[content_key] = indent(6, text)
+        contents[path] = (text, mode)
+    return values, contents
+
+
+def rendered_cloud_init(stack: Stack) -> tuple[str, dict[str, tuple[str, str]]]:
+    values, contents = cloud_init_values(stack)
+    return render((RELAY_TEMPLATES / "cloud-init.yaml.tftpl").read_text(), values), contents
+
+
 def test_cloud_init_writes_the_files_and_runs_the_installer(stack: Stack) -> None:
-    variables, contents = cloud_init_values(stack)
-    text = render((RELAY_TEMPLATES / "cloud-init.yaml.tftpl").read_text(), variables)
+    text, contents = rendered_cloud_init(stack)
     assert text.startswith("#cloud-config\n")
     document = load_yaml(text)
     assert set(document) == {"write_files", "runcmd"}
     written = {entry["path"]: entry for entry in document["write_files"]}
     assert set(written) == set(contents)
     for path, entry in written.items():
-        assert entry["encoding"] == "b64" and entry["owner"] == "root:root"
-        assert base64.b64decode(entry["content"]) == contents[path], path
-    assert written[variables["fetch_secrets"]]["permissions"] == "0755"
-    assert written[variables["install_script"]]["permissions"] == "0755"
-    assert document["runcmd"] == [[variables["install_script"]]]
+        assert "encoding" not in entry and entry["owner"] == "root:root"
+        assert entry["content"] == contents[path][0], f"{path}: the literal block is the file, byte for byte"
+        assert entry["permissions"] == contents[path][1], path
+    install = stack.resolve("relay", "${local.install_script}")
+    assert document["runcmd"] == [[install]]
 
 
-def test_user_data_fits_the_ec2_limit(stack: Stack) -> None:
-    variables, _ = cloud_init_values(stack)
-    text = render((RELAY_TEMPLATES / "cloud-init.yaml.tftpl").read_text(), variables)
-    assert len(base64.b64encode(text.encode())) < 16 * 1024, "EC2 user data is capped at 16 KB"
+def test_user_data_fits_the_ec2_limit_whatever_the_assistant_says(stack: Stack) -> None:
+    text, _ = rendered_cloud_init(stack)
+    module = stack.modules["relay"]
+    assert module.locals["user_data"] == "${base64gzip(local.cloud_init)}"
+    # EC2 caps user data at 16 KB before base64; Python's gzip is within a few bytes of Terraform's.
+    gzipped = len(gzip.compress(text.encode()))
+    assert gzipped < 12 * 1024, f"{gzipped} bytes gzipped: keep well under 16 KB"
+    template = module.resource("aws_launch_template", "this")
+    (limit,) = [p for p in template["lifecycle"][0]["precondition"] if "user_data" in p["condition"]]
+    assert limit["condition"] == "${length(local.user_data) <= 21848}"
+    assert 21848 == 4 * -(-16384 // 3), "the base64 length of 16 KB"
+    # The assistant's words never enter it: only the file's S3 key, version and hash do.
+    install_vars = stack.modules["relay"].locals["install_vars"]
+    assistant = {key: expression for key, expression in install_vars.items() if key.startswith("assistant_")}
+    assert assistant == {
+        "assistant_key": "${local.assistant_key}",
+        "assistant_version": '${var.assistant_config_path == null ? "" : aws_s3_object.assistant[0].version_id}',
+        "assistant_sha256": "${local.assistant_sha256}",
+        "assistant_path": "${local.assistant_path}",
+    }
+    env = stack.modules["relay"].locals["relay_env"]
+    assert "ASSISTANT_INSTRUCTIONS" not in env and "ASSISTANT_GREETING" not in env
+    assert not {"assistant_instructions", "assistant_greeting"} & set(stack.root.variables), (
+        "the assistant's words live in the assistant file, shipped through S3")
 
 
 # -- fetch-secrets: run for real, with a fake aws CLI -----------------------------------------
@@ -234,6 +334,27 @@ def test_fetch_secrets_writes_a_root_only_env_file(tmp_path: Path) -> None:
     assert argv[:2] == ["ssm", "get-parameters"] and "--with-decryption" in argv
     assert argv[argv.index("--names") + 1:] == names
     assert "sk-proj" not in result.stdout + result.stderr, "values are never printed"
+
+
+def test_fetch_secrets_also_writes_a_value_alone_for_the_agent(tmp_path: Path) -> None:
+    names = ["/liveline/DIAGNOSTIC_TOKEN", "/liveline/OPENAI_API_KEY"]
+    env = fake_aws(tmp_path, {"Parameters": [
+        {"Name": "/liveline/DIAGNOSTIC_TOKEN", "Value": "t" * 40},
+        {"Name": "/liveline/OPENAI_API_KEY", "Value": "sk-proj-abc_DEF-123"},
+    ], "InvalidParameters": []})
+    out = tmp_path / "run" / "secrets.env"
+    token = tmp_path / "run" / "metrics.token"
+    result = subprocess.run([sys.executable, str(FETCH_SECRETS), TEST_REGION, str(out), "--value-file",
+                             f"DIAGNOSTIC_TOKEN={token}", *names], env=env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert token.read_text() == "t" * 40, "the bare value: a bearer token file, no NAME= and no newline"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert set(parse_env_file(out.read_text())) == {"DIAGNOSTIC_TOKEN", "OPENAI_API_KEY"}
+    refused = subprocess.run([sys.executable, str(FETCH_SECRETS), TEST_REGION, str(out), "--value-file",
+                              f"STREAM_TOKEN_SECRET={token}", *names], env=env, capture_output=True, text=True,
+                             timeout=30)
+    assert refused.returncode != 0 and "names no fetched parameter: STREAM_TOKEN_SECRET" in refused.stderr
 
 
 def test_fetch_secrets_names_a_missing_parameter_and_writes_nothing(tmp_path: Path) -> None:

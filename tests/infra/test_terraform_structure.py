@@ -1,7 +1,7 @@
 """infra/ is well-formed Terraform: it parses, every input and output is documented, versions are pinned.
 
 The tflint rules terraform-aws-modules runs (documented/typed variables, documented outputs, required
-version and providers, standard module structure), reproduced offline with python-hcl2 (infra.md 5).
+version and providers, standard module structure), reproduced offline with python-hcl2.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ MODULE_DIRS = sorted({path.parent for path in TF_FILES if ".terraform" not in pa
 
 def test_there_is_terraform_to_check() -> None:
     assert INFRA / "main.tf" in TF_FILES
-    assert {d.relative_to(INFRA).as_posix() for d in MODULE_DIRS} == {".", "modules/relay", "modules/webhook"}
+    assert {d.relative_to(INFRA).as_posix() for d in MODULE_DIRS} == {
+        ".", "modules/alarms", "modules/relay", "modules/webhook"}
 
 
 @pytest.mark.parametrize("path", TF_FILES + [INFRA / "terraform.tfvars.example"],
@@ -109,8 +110,13 @@ def test_variable_references_are_declared(stack: Stack) -> None:
 
 
 def test_banners_between_sections() -> None:
-    for path in [INFRA / "main.tf", INFRA / "modules/relay/main.tf", INFRA / "modules/webhook/main.tf"]:
-        assert path.read_text().count("#" * 80) >= 4, f"{path}: sections need #### banners"
+    for directory in MODULE_DIRS:
+        banners = sum(path.read_text().count("#" * 80) for path in directory.glob("*.tf")
+                      if path.name not in ("variables.tf", "outputs.tf", "versions.tf", "providers.tf"))
+        assert banners >= 4, f"{directory}: sections need #### banners"
+    for path in (INFRA / "modules/relay").glob("*.tf"):
+        if path.name not in ("variables.tf", "outputs.tf", "versions.tf"):
+            assert path.read_text().startswith("#" * 80), f"{path.name} opens with a banner saying what it holds"
 
 
 def test_terraform_fmt_is_clean() -> None:

@@ -1,5 +1,5 @@
 ################################################################################
-# The webhook: webhook_app (Flask via apig-wsgi) on Lambda behind a Function URL (infra.md 2a).
+# The webhook: webhook_app (Flask via apig-wsgi) on Lambda behind a Function URL.
 # Twilio POSTs "A call comes in" to <Function URL>/twilio/voice; the answer is TwiML that connects the
 # call to the relay's wss:// stream.
 #
@@ -102,7 +102,6 @@ resource "aws_cloudwatch_log_group" "this" {
 
 resource "aws_lambda_function" "this" {
   #checkov:skip=CKV_AWS_50:X-Ray adds nothing to a single synchronous function that makes no network calls while answering.
-  #checkov:skip=CKV_AWS_115:Reserved concurrency fails on new accounts (unreserved concurrency must stay >= 10 of a default quota of 10); the function answers in milliseconds.
   #checkov:skip=CKV_AWS_116:Only invoked synchronously through its Function URL (Twilio retries); a dead-letter queue applies to asynchronous invocations only.
   #checkov:skip=CKV_AWS_117:Needs no VPC resources; inside a VPC it would need a NAT gateway or endpoints just to reach SSM.
   #checkov:skip=CKV_AWS_173:The environment holds no secrets (a wss:// URL and an SSM path); secrets come from SSM SecureString at cold start.
@@ -117,6 +116,10 @@ resource "aws_lambda_function" "this" {
   source_code_hash = filebase64sha256(var.zip_path)
   memory_size      = var.memory_mb
   timeout          = var.timeout_seconds
+  # A flood of requests (Twilio's or anyone's: the URL is public) can use this many concurrent
+  # executions and no more, so it cannot take the account's Lambda concurrency from other functions;
+  # the same number stays reserved for Twilio's calls. null: no reservation (README: Edge).
+  reserved_concurrent_executions = var.reserved_concurrency
 
   environment {
     variables = {

@@ -53,6 +53,17 @@ variable "relay_public_url" {
   }
 }
 
+variable "reserved_concurrency" {
+  description = "Reserved concurrent executions of the function: both its guaranteed share and its cap. null reserves none (accounts whose Lambda concurrency quota leaves less than 100 unreserved)."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.reserved_concurrency == null ? true : var.reserved_concurrency >= 1 && var.reserved_concurrency <= 1000 && floor(var.reserved_concurrency) == var.reserved_concurrency
+    error_message = "reserved_concurrency must be null or a whole number from 1 to 1000."
+  }
+}
+
 variable "secret_parameters" {
   description = "The webhook's secrets in SSM by environment variable name (TWILIO_AUTH_TOKEN, STREAM_TOKEN_SECRET): { name, arn }. Each name must be <ssm_parameter_prefix>/<ENV_VAR_NAME>, where the handler looks for it."
   type = map(object({

@@ -1,14 +1,16 @@
 #!/usr/bin/python3
 """ExecStartPre of liveline-relay.service: fetch the relay's secrets from SSM into a root-only env file.
 
-Usage: fetch-secrets REGION OUT_FILE PARAMETER_NAME...
+Usage: fetch-secrets REGION OUT_FILE [--value-file NAME=PATH]... PARAMETER_NAME...
 
 Runs as root ("+" in the unit) before every start. It calls ``aws ssm get-parameters
 --with-decryption`` with the instance role, and writes ``NAME="value"`` lines (NAME = the parameter's
 last path segment, e.g. /liveline/OPENAI_API_KEY -> OPENAI_API_KEY) to OUT_FILE on tmpfs (/run), mode
-0600, directory 0700. systemd reads that file as EnvironmentFile= when it starts gunicorn. A missing
-parameter or a value systemd could not carry literally stops the start with a message naming it;
-values are never printed.
+0600, directory 0700. systemd reads that file as EnvironmentFile= when it starts gunicorn. Each
+``--value-file NAME=PATH`` also writes that one value, alone, to PATH (0600, same directory rules):
+the CloudWatch agent reads DIAGNOSTIC_TOKEN that way to scrape /metrics. A missing parameter or a
+value systemd could not carry literally stops the start with a message naming it; values are never
+printed.
 
 Runs on the system python3 of Amazon Linux 2023 (3.9): standard library only.
 """
@@ -57,16 +59,15 @@ def fetch(region: str, names: list[str]) -> dict[str, str]:
     return values
 
 
-def write(path: str, values: dict[str, str]) -> None:
-    """Write the env file atomically, readable by root only."""
+def write(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable by root only."""
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
     descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".secrets.")
     try:
         with os.fdopen(descriptor, "w") as handle:
-            for name in sorted(values):
-                handle.write('%s="%s"\n' % (name, values[name]))
+            handle.write(text)
         os.chmod(temporary, 0o600)
         os.replace(temporary, path)
     except BaseException:
@@ -76,10 +77,27 @@ def write(path: str, values: dict[str, str]) -> None:
 
 def main(argv: list[str]) -> int:
     """Entry point."""
-    if len(argv) < 3:
-        sys.exit("usage: fetch-secrets REGION OUT_FILE PARAMETER_NAME...")
-    region, path, names = argv[0], argv[1], argv[2:]
-    write(path, fetch(region, names))
+    value_files: dict[str, str] = {}
+    rest: list[str] = []
+    arguments = iter(argv)
+    for argument in arguments:
+        if argument == "--value-file":
+            name, _, target = next(arguments, "").partition("=")
+            if not NAME.fullmatch(name) or not target.startswith("/"):
+                sys.exit("fetch-secrets: --value-file takes NAME=/absolute/path")
+            value_files[name] = target
+        else:
+            rest.append(argument)
+    if len(rest) < 3:
+        sys.exit("usage: fetch-secrets REGION OUT_FILE [--value-file NAME=PATH]... PARAMETER_NAME...")
+    region, path, names = rest[0], rest[1], rest[2:]
+    values = fetch(region, names)
+    unknown = sorted(set(value_files) - set(values))
+    if unknown:
+        sys.exit("fetch-secrets: --value-file names no fetched parameter: %s" % ", ".join(unknown))
+    write(path, "".join('%s="%s"\n' % (name, values[name]) for name in sorted(values)))
+    for name, target in sorted(value_files.items()):
+        write(target, values[name])
     return 0
 
 
