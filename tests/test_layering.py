@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 RELAY_PURE = {"relay.config", "relay.errors", "relay.stream_token", "relay.replay_guard", "relay.ws_frames",
               "relay.json_text", "relay.twilio_protocol", "relay.openai_protocol", "relay.bridge",
-              "relay.handshake", "relay.log_limit", "relay.request_limits"}
+              "relay.handshake", "relay.log_limit", "relay.request_limits", "relay.redact"}
 SCRIPT_MAY_USE = RELAY_PURE | {"relay", "relay.transport"}
 ENTRY_POINTS = {"relay/wsgi.py", "relay/gunicorn.conf.py", "webhook_app/wsgi.py", "webhook_app/lambda_handler.py",
                 "webhook_app/__init__.py"}
