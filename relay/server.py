@@ -1,12 +1,14 @@
 """The relay's WSGI application and its WebSocket handler.
 
-Routes (a plain WSGI callable: three fixed paths need no framework, and Werkzeug's
+Routes (a plain WSGI callable: four fixed paths need no framework, and Werkzeug's
 routing has a silent trap here: an upgrade reaches only a rule declared with
 ``websocket=True``, otherwise the handshake succeeds and the socket closes with 1005):
 
 - ``GET /twilio/realtime`` with an upgrade: one Twilio media stream = one call.
   Without an upgrade: ``426 Upgrade Required``, ``WebSocket connection expected``.
-- ``GET /healthz``: JSON status; 503 while draining or saturated.
+- ``GET /healthz``: ``{"status": "ok"|"saturated"|"draining"}``, 503 unless ok; the full
+  document (version, calls, limit) with ``Authorization: Bearer <DIAGNOSTIC_TOKEN>``.
+- ``GET /livez``: ``200 ok`` whenever the worker can answer at all (saturated or draining too).
 - ``GET /diagnostic/openai``: bearer-protected upstream check (relay.diagnostic).
 
 gevent-websocket answers the upgrade *before* the WSGI app runs, so every check that must
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 STREAM_PATH = "/twilio/realtime"
 HEALTH_PATH = "/healthz"
+LIVE_PATH = "/livez"
 DIAGNOSTIC_PATH = "/diagnostic/openai"
 # A Twilio media frame is about 400 bytes; nothing Twilio sends comes near this.
 MAX_TWILIO_MESSAGE_BYTES = 64 * 1024
@@ -160,25 +163,36 @@ class RelayApp:
     # -- plain HTTP -----------------------------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """Answer plain HTTP: 426 on the stream route, /healthz, /diagnostic/openai, 404."""
+        """Answer plain HTTP: 426 on the stream route, /healthz, /livez, /diagnostic/openai, 404."""
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
-        if path not in (STREAM_PATH, HEALTH_PATH, DIAGNOSTIC_PATH):
+        if path not in (STREAM_PATH, HEALTH_PATH, LIVE_PATH, DIAGNOSTIC_PATH):
             return _text(start_response, "404 Not Found",
-                         f"not found: this relay serves {STREAM_PATH} (WebSocket), {HEALTH_PATH} "
-                         f"and {DIAGNOSTIC_PATH}\n")
+                         f"not found: this relay serves {STREAM_PATH} (WebSocket), {HEALTH_PATH}, "
+                         f"{LIVE_PATH} and {DIAGNOSTIC_PATH}\n")
         if method not in ("GET", "HEAD"):
             return _text(start_response, "405 Method Not Allowed", f"{method} not allowed; use GET\n",
                          [("Allow", "GET, HEAD")])
         if path == STREAM_PATH:
             return _text(start_response, "426 Upgrade Required", "WebSocket connection expected\n",
                          [("Upgrade", "websocket")])
+        if path == LIVE_PATH:
+            return _text(start_response, "200 OK", "ok\n", [("Cache-Control", "no-store")])
         if path == HEALTH_PATH:
-            return self._healthz(start_response)
+            healthy, document = self.health()
+            if not self._authorized(environ):
+                document = {"status": document["status"]}  # the public answer: status only
+            return _json(start_response, "200 OK" if healthy else "503 Service Unavailable", document)
         return self._diagnostic(environ, start_response)
 
+    def _authorized(self, environ: dict[str, Any]) -> bool:
+        """The request carries ``Authorization: Bearer <DIAGNOSTIC_TOKEN>`` (and one is set)."""
+        expected = self.config.diagnostic_token
+        supplied = environ.get("HTTP_AUTHORIZATION", "")
+        return bool(expected) and hmac.compare_digest(supplied.encode(), f"Bearer {expected}".encode())
+
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """(healthy, document) for /healthz."""
+        """(healthy, the full document) for /healthz."""
         active = self.counter.total()
         saturated = active >= self.config.max_calls
         status = "draining" if self.draining else "saturated" if saturated else "ok"
@@ -190,17 +204,12 @@ class RelayApp:
             "draining": self.draining,
         }
 
-    def _healthz(self, start_response: StartResponse) -> list[bytes]:
-        healthy, document = self.health()
-        return _json(start_response, "200 OK" if healthy else "503 Service Unavailable", document)
-
     def _diagnostic(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         expected = self.config.diagnostic_token
         if not expected:
             return _json(start_response, "404 Not Found",
                          {"ok": False, "error": "diagnostic endpoint disabled: set DIAGNOSTIC_TOKEN"})
-        supplied = environ.get("HTTP_AUTHORIZATION", "")
-        if not hmac.compare_digest(supplied.encode(), f"Bearer {expected}".encode()):
+        if not self._authorized(environ):
             log.warning("diagnostic.refused remote=%s", environ.get("REMOTE_ADDR"))
             return _json(start_response, "401 Unauthorized",
                          {"ok": False, "error": "Authorization: Bearer <DIAGNOSTIC_TOKEN> required"},

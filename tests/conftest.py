@@ -33,6 +33,8 @@ from scripts.standin_model import StandinModel  # noqa: E402
 AUTH_TOKEN = "test-twilio-auth-token-0123456789"
 STREAM_SECRET = "test-stream-token-secret-0123456789abcdef"
 DIAGNOSTIC_TOKEN = "test-diagnostic-token-0123456789"
+# /healthz shows its full document (calls, limit, version) only to this header.
+DIAGNOSTIC_AUTH = {"Authorization": f"Bearer {DIAGNOSTIC_TOKEN}"}
 API_KEY = "sk-test-relay-key-0123456789"
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from scripts import standin_model as sm
 from scripts.call import SimulatedCaller, target_from_relay
-from tests.conftest import AUTH_TOKEN, ROOT, STREAM_SECRET, GunicornRelay
+from tests.conftest import AUTH_TOKEN, DIAGNOSTIC_AUTH, ROOT, STREAM_SECRET, GunicornRelay
 from tests.helpers import QUIET, get, wait_until
 
 
@@ -54,12 +54,14 @@ def test_sigterm_drains_live_calls_then_exits(gunicorn_relay: Any, standin: sm.S
     calls = [call_to(relay) for _ in range(3)]
     for call in calls:
         assert call.begin()
-    assert wait_until(lambda: json.loads(get(relay.http_url + "/healthz")[2])["active_calls"] == 3)
+    assert wait_until(lambda: json.loads(get(relay.http_url + "/healthz", DIAGNOSTIC_AUTH)[2])["active_calls"] == 3)
 
     relay.process.send_signal(signal.SIGTERM)
     assert wait_until(lambda: get(relay.http_url + "/healthz")[0] == 503, 5)
-    status, _, body = get(relay.http_url + "/healthz")
+    status, _, body = get(relay.http_url + "/healthz", DIAGNOSTIC_AUTH)
     assert json.loads(body)["status"] == "draining" and json.loads(body)["draining"] is True
+    status, _, body = get(relay.http_url + "/livez")
+    assert (status, body) == (200, b"ok\n")  # draining, but alive: nothing to restart
     late = call_to(relay).run()
     assert late.handshake_status == 503 and "draining" in late.handshake_body
 
@@ -81,12 +83,12 @@ def test_two_workers_share_max_calls_and_healthz(gunicorn_relay: Any, standin: s
     calls = [call_to(relay, hold_s=5) for _ in range(3)]
     for call in calls:
         assert call.begin()
-    assert wait_until(lambda: json.loads(get(relay.http_url + "/healthz")[2])["active_calls"] == 3)
+    assert wait_until(lambda: json.loads(get(relay.http_url + "/healthz", DIAGNOSTIC_AUTH)[2])["active_calls"] == 3)
     # Whichever worker answers, it reports the instance's total and refuses a fourth call.
     for _ in range(6):
-        status, _, body = get(relay.http_url + "/healthz")
+        status, _, body = get(relay.http_url + "/healthz", DIAGNOSTIC_AUTH)
         assert status == 503 and json.loads(body)["active_calls"] == 3
     assert call_to(relay).run().handshake_status == 503
     for call in calls:
         call.finish()
-    assert wait_until(lambda: json.loads(get(relay.http_url + "/healthz")[2])["active_calls"] == 0)
+    assert wait_until(lambda: json.loads(get(relay.http_url + "/healthz", DIAGNOSTIC_AUTH)[2])["active_calls"] == 0)
