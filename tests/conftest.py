@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from relay.config import RelayConfig  # noqa: E402
+from relay.request_limits import RequestLimits  # noqa: E402
 from relay.server import RelayApp, RelayHandler, create_app  # noqa: E402
 from scripts.standin_model import StandinModel  # noqa: E402
 
@@ -92,19 +93,19 @@ class RunningRelay:
 
 @pytest.fixture
 def make_relay() -> Iterator[Any]:
-    """Factory: ``make_relay(openai_url, **env_overrides)`` -> RunningRelay.
+    """Factory: ``make_relay(openai_url, [limits], **env_overrides)`` -> RunningRelay.
 
     The listening socket is bound first so RELAY_PUBLIC_URL can name its real port, as
     the signature check needs.
     """
     running: list[RunningRelay] = []
 
-    def make(openai_url: str, **overrides: str) -> RunningRelay:
+    def make(openai_url: str, limits: RequestLimits | None = None, **overrides: str) -> RunningRelay:
         server = WSGIServer(("127.0.0.1", 0), None, handler_class=RelayHandler, log=None)
         server.init_socket()
         port = server.server_port
         config = RelayConfig.from_env(relay_env(openai_url, f"ws://127.0.0.1:{port}", **overrides))
-        app = create_app(config)
+        app = create_app(config, limits=limits)
         server.application = app
         server.start()
         relay = RunningRelay(app, server, port)
