@@ -9,7 +9,8 @@ routing has a silent trap here: an upgrade reaches only a rule declared with
 - ``GET /healthz``: ``{"status": "ok"|"saturated"|"draining"}``, 503 unless ok; the full
   document (version, calls, limit) with ``Authorization: Bearer <DIAGNOSTIC_TOKEN>``.
 - ``GET /livez``: ``200 ok`` whenever the worker can answer at all (saturated or draining too).
-- ``GET /diagnostic/openai``: bearer-protected upstream check (relay.diagnostic).
+- ``GET /diagnostic/openai``: bearer-protected upstream check (relay.diagnostic), counted as
+  a call, one at a time per instance.
 
 Every connection is read by relay.edge.RelayHandler (request heads within
 relay.request_limits, the upgrade, one log line per request); it asks ``RelayApp.admit``
@@ -24,7 +25,9 @@ import hmac
 import itertools
 import json
 import logging
+import math
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -75,6 +78,12 @@ def _json(start_response: StartResponse, status: str, document: dict[str, Any],
                ("Cache-Control", "no-store")]
     start_response(status, headers + (extra or []))
     return [data]
+
+
+def _refused(start_response: StartResponse, environ: dict[str, Any], refusal: Refusal) -> list[bytes]:
+    environ[REASON_KEY] = refusal.reason
+    return _json(start_response, refusal.status_line, {"ok": False, "error": refusal.body},
+                 list(refusal.headers))
 
 
 def peer_value(value: object) -> str:
@@ -239,16 +248,33 @@ class RelayApp:
         }
 
     def _diagnostic(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-        expected = self.config.diagnostic_token
-        if not expected:
-            return _json(start_response, "404 Not Found",
-                         {"ok": False, "error": "diagnostic endpoint disabled: set DIAGNOSTIC_TOKEN"})
+        if not self.config.diagnostic_token:
+            return _refused(start_response, environ, Refusal(
+                404, "diagnostic_disabled", "diagnostic endpoint disabled: set DIAGNOSTIC_TOKEN"))
         if not self._authorized(environ):
-            log.warning("diagnostic.refused remote=%s", environ.get("REMOTE_ADDR"))
-            return _json(start_response, "401 Unauthorized",
-                         {"ok": False, "error": "Authorization: Bearer <DIAGNOSTIC_TOKEN> required"},
-                         [("WWW-Authenticate", 'Bearer realm="relay diagnostic"')])
-        result = diagnostic.run(self.connector, self.session_update, self.config.session_timeout_s)
+            return _refused(start_response, environ, Refusal(
+                401, "unauthorized", "Authorization: Bearer <DIAGNOSTIC_TOKEN> required",
+                (("WWW-Authenticate", 'Bearer realm="relay diagnostic"'),)))
+        # It opens a billable Realtime session: it counts as a call, and runs one at a time.
+        if self.draining:
+            return _refused(start_response, environ, Refusal(
+                503, "draining", "relay is draining for a deploy; ask another instance"))
+        if not self.counter.try_acquire(self.config.max_calls):
+            return _refused(start_response, environ, Refusal(
+                503, "saturated", f"relay is at capacity ({self.config.max_calls} calls)"))
+        try:
+            wait_s = self.counter.try_begin_diagnostic(time.monotonic(), self.limits.diagnostic_interval_s)
+            if wait_s is not None:
+                return _refused(start_response, environ, Refusal(
+                    429, "diagnostic_busy",
+                    f"one diagnostic at a time, at most one every {self.limits.diagnostic_interval_s:g} s",
+                    (("Retry-After", str(max(1, math.ceil(wait_s)))),)))
+            try:
+                result = diagnostic.run(self.connector, self.session_update, self.config.session_timeout_s)
+            finally:
+                self.counter.end_diagnostic()
+        finally:
+            self.counter.release()
         result["model"] = self.config.openai_realtime_model
         log.info("diagnostic.openai ok=%s stage=%s http_status=%s error_code=%s elapsed_ms=%s",
                  result["ok"], result["stage"], result["http_status"], result["error_code"],

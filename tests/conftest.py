@@ -37,6 +37,9 @@ DIAGNOSTIC_TOKEN = "test-diagnostic-token-0123456789"
 # /healthz shows its full document (calls, limit, version) only to this header.
 DIAGNOSTIC_AUTH = {"Authorization": f"Bearer {DIAGNOSTIC_TOKEN}"}
 API_KEY = "sk-test-relay-key-0123456789"
+# In-process relays run /diagnostic/openai back to back (verify_relay twice in a row): no
+# minimum interval between two (one at a time still holds; the interval has its own tests).
+TEST_LIMITS = RequestLimits(diagnostic_interval_s=0.0)
 
 
 @pytest.fixture(autouse=True)
@@ -100,7 +103,7 @@ def make_relay() -> Iterator[Any]:
     """
     running: list[RunningRelay] = []
 
-    def make(openai_url: str, limits: RequestLimits | None = None, **overrides: str) -> RunningRelay:
+    def make(openai_url: str, limits: RequestLimits = TEST_LIMITS, **overrides: str) -> RunningRelay:
         server = WSGIServer(("127.0.0.1", 0), None, handler_class=RelayHandler, log=None)
         server.init_socket()
         port = server.server_port
