@@ -79,7 +79,9 @@ def test_sigterm_drains_live_calls_then_exits(gunicorn_relay: Any, standin: sm.S
 
 def test_two_workers_share_max_calls_and_healthz(gunicorn_relay: Any, standin: sm.StandinModel) -> None:
     relay = gunicorn_relay(standin.url, RELAY_WORKERS="2", RELAY_MAX_CALLS="3")
-    assert wait_until(lambda: relay.log().count("Booting worker") == 2, 10)
+    # Both loaded: "Booting worker" comes before a worker handles SIGTERM, and one lost there
+    # would hold the teardown's stop for its whole timeout.
+    assert wait_until(lambda: relay.log().count("relay.configured") == 2, 10)
     calls = [call_to(relay, hold_s=5) for _ in range(3)]
     for call in calls:
         assert call.begin()
