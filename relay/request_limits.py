@@ -17,9 +17,11 @@ a worker by 125 MB (``http.client`` accepts 100 lines of 64 KiB each). So, per c
 - ``keepalive_idle_s``: how long a connection may wait for its next request. 0 (the default):
   every plain answer says ``Connection: close``. The relay serves one long upgrade per call;
   its plain answers (probes, 426, 404) gain nothing from keep-alive, and a server that closes
-  an idle connection the load balancer may be reusing makes the load balancer answer 502
-  (AWS: a target's keep-alive must outlast the load balancer's idle timeout, 3600 s here,
-  which would defend nothing). Closing after each answer is announced, so there is no race.
+  an idle connection the load balancer may be reusing makes the load balancer answer 502:
+  AWS asks targets to keep idle connections longer than the load balancer's idle timeout
+  (https://docs.aws.amazon.com/elasticloadbalancing/latest/application/edit-load-balancer-attributes.html#connection-idle-timeout),
+  3600 s here, which would defend nothing. Closing after each answer is announced, so there
+  is no race.
 - ``max_pending_heads``: per worker, connections waiting for or reading a head. One more
   lets the oldest go, so slow heads can never hold the greenlets that ``/healthz`` and calls
   need: 64 is below the 100 spare greenlets ``relay/gunicorn.conf.py`` gives each worker
