@@ -120,8 +120,8 @@ class RelayHandler(WSGIHandler):
         self._evicted = True
         try:
             self.socket.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already gone
+        except OSError as exc:  # the peer left first: nothing to let go
+            log.debug("http.evict_gone detail=%s", exc)
 
     def _note_head(self, reason: str, status: int) -> None:
         self.app.note(reason, status, event="http.request", remote=self._remote())
@@ -133,8 +133,8 @@ class RelayHandler(WSGIHandler):
                 f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n")
         try:
             self._within(1.0, lambda: self.socket.sendall(head.encode() + data))
-        except OSError:
-            pass  # the peer is gone or does not read: there is no one to tell
+        except OSError as exc:  # the peer is gone or does not read: there is no one to tell
+            log.debug("http.answer_unsent status=%s detail=%s", status[:3], exc)
 
     def _remote(self) -> object:
         address = self.client_address

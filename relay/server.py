@@ -57,7 +57,7 @@ HEALTH_PATH = "/healthz"
 LIVE_PATH = "/livez"
 DIAGNOSTIC_PATH = "/diagnostic/openai"
 # Reasons logged at INFO; every other refusal is a peer anomaly (WARNING).
-_INFO_REASONS = frozenset({"not_websocket", "draining"})
+_INFO_REASONS = frozenset({"not_websocket", "draining", "diagnostic_busy"})
 _PEER_VALUE_CHARS = 120
 
 StartResponse = Callable[..., Any]
@@ -87,7 +87,7 @@ def _refused(start_response: StartResponse, environ: dict[str, Any], refusal: Re
 
 
 def peer_value(value: object) -> str:
-    """A value a peer chose, safe for one log line: control characters escaped, length capped."""
+    """A value a peer chose, safe in a ``key=value`` line: control characters and spaces escaped, length capped."""
     text = str(value)[:_PEER_VALUE_CHARS]
     return text.encode("unicode_escape").decode("ascii").replace(" ", "\\x20") or "-"
 
@@ -153,8 +153,8 @@ class RelayApp:
              method: object = "-", path: object = "-", remote: object = "-") -> None:
         """Log a request the relay answered without a call; rate-limited per event and reason."""
         if event is None:
-            event = ("diagnostic.refused" if path == DIAGNOSTIC_PATH
-                     else "call.refused" if upgrade else "http.request")
+            event = ("call.refused" if upgrade
+                     else "diagnostic.refused" if path == DIAGNOSTIC_PATH else "http.request")
         dropped = self.request_log.admit(f"{event}.{reason}")
         if dropped is None:
             return
