@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,8 @@ def test_one_at_a_time_and_counted_as_a_call_while_it_runs(
 ) -> None:
     relay = make_relay(fresh_model.url, limits=RequestLimits(diagnostic_interval_s=0.0),
                        RELAY_MAX_CALLS=str(max_calls), OPENAI_CONNECT_TIMEOUT_SECONDS="0.5",
-                       OPENAI_SESSION_TIMEOUT_SECONDS="1")
-    fresh_model.behaviour = sm.NEVER_UPDATE  # the first diagnostic waits out its 1 s session timeout
+                       OPENAI_SESSION_TIMEOUT_SECONDS="2")
+    fresh_model.behaviour = sm.NEVER_UPDATE  # the first diagnostic waits out its 2 s session timeout
     first = gevent.spawn(_diagnose, relay)
     try:
         assert wait_until(lambda: fresh_model.handshakes == 1, 3)
@@ -88,11 +89,11 @@ def test_one_at_a_time_and_counted_as_a_call_while_it_runs(
 
 
 def test_a_minimum_interval_between_two(make_relay: Any, fresh_model: sm.StandinModel) -> None:
-    relay = make_relay(fresh_model.url, limits=RequestLimits(diagnostic_interval_s=0.5))
+    relay = make_relay(fresh_model.url, limits=RequestLimits(diagnostic_interval_s=2.0))
     assert _diagnose(relay)[0] == 200
     status, headers, _ = _diagnose(relay)
-    assert (status, headers["Retry-After"]) == (429, "1")
-    assert wait_until(lambda: _diagnose(relay)[0] == 200, 3, interval_s=0.1)
+    assert status == 429 and 1 <= int(headers["Retry-After"]) <= 2
+    assert wait_until(lambda: _diagnose(relay)[0] == 200, 5, interval_s=0.1)
     assert fresh_model.handshakes == 2
 
 
@@ -117,10 +118,13 @@ def test_a_flood_of_wrong_tokens_writes_a_few_lines(
 ) -> None:
     caplog.set_level(logging.INFO, logger="relay")
     relay = make_relay(fresh_model.url, limits=RequestLimits(log_burst=5, log_per_s=0.5))
+    started = time.monotonic()
     for _ in range(50):
         assert get(relay.http_url + DIAGNOSTIC, {"Authorization": "Bearer wrong-token-0123456789"})[0] == 401
     refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("diagnostic.refused ")]
-    assert 5 <= len(refused) <= 6 and all("reason=unauthorized status=401" in line for line in refused), refused
+    trickled = (time.monotonic() - started) * 0.5  # what the bucket refilled meanwhile
+    assert 5 <= len(refused) <= 5 + trickled + 1, refused
+    assert all("reason=unauthorized status=401" in line for line in refused), refused
     assert fresh_model.handshakes == 0
 
 
