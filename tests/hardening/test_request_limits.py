@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import http.client
 import logging
+import os
+import runpy
 import socket
 import time
 from collections.abc import Iterator
@@ -25,7 +27,7 @@ import pytest
 
 from relay.request_limits import RequestLimits
 from scripts import standin_model as sm
-from tests.conftest import DIAGNOSTIC_AUTH, RunningRelay, launch_gunicorn, stop_gunicorn
+from tests.conftest import DIAGNOSTIC_AUTH, ROOT, RunningRelay, launch_gunicorn, relay_env, stop_gunicorn
 from tests.hardening.support import (
     FIGURES,
     GoodCall,
@@ -257,3 +259,12 @@ def test_past_the_cap_of_waiting_connections_the_oldest_are_let_go(
     assert not any(_closed_within(sock, 0.2) for sock in sockets[6:])
     assert _answer(relay.http_url, "/healthz") == (200, b'{"status": "ok"}')
     assert caplog.text.count("reason=evicted status=408") == 7  # the six, then one for /healthz's room
+
+
+def test_waiting_heads_can_never_take_the_greenlets_calls_and_probes_need() -> None:
+    # gunicorn.conf.py gives each worker RELAY_MAX_CALLS greenlets plus some spare; the cap on
+    # connections waiting for a head must stay below the spare, or slow heads could fill the pool.
+    os.environ.update(relay_env("ws://127.0.0.1:9/v1/realtime", "ws://127.0.0.1:9"))
+    settings = runpy.run_path(str(ROOT / "relay" / "gunicorn.conf.py"))
+    spare = settings["worker_connections"] - settings["_config"].max_calls
+    assert RequestLimits().max_pending_heads < spare
