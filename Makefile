@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 CHECKOV_VENV := .venv-checkov
 
-.PHONY: help run test call lint bench webhook-zip relay-bundle clean
+.PHONY: help run test call lint bench webhook-zip relay-bundle clean browser
 
 help:
 	@echo "make run          start the local stack (relay :8080, webhook :5050, stand-in model if no OPENAI_API_KEY)"
@@ -42,11 +42,33 @@ $(CHECKOV_VENV)/.installed: requirements/checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip --disable-pip-version-check -q install -r requirements/checkov.txt
 	@touch $@
 
+# The softphone's browser tests (tests/softphone) drive Debian's chromium through Playwright, which
+# cannot download a browser of its own here. Installed only where it is missing: as root, or with
+# passwordless sudo; otherwise one line says what to install (those tests are skipped until then).
+CHROMIUM := /usr/bin/chromium
+APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if ! command -v apt-get >/dev/null; then \
+	    echo "the softphone's browser tests need Chromium at $(CHROMIUM) (Debian's chromium package): skipped"; \
+	  elif [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the softphone's browser tests (once)"; \
+	    { apt-get update -qq && $(APT_CHROMIUM); } >.chromium-install.log 2>&1 \
+	      || { tail -5 .chromium-install.log; echo "could not install chromium: see .chromium-install.log"; exit 1; }; \
+	  elif sudo -n true 2>/dev/null; then \
+	    echo "installing Debian's chromium for the softphone's browser tests (once, with sudo)"; \
+	    { sudo -n apt-get update -qq && sudo -n env $(APT_CHROMIUM); } >.chromium-install.log 2>&1 \
+	      || { tail -5 .chromium-install.log; echo "could not install chromium: see .chromium-install.log"; exit 1; }; \
+	  else \
+	    echo "the softphone's browser tests need Chromium: run 'sudo apt-get install chromium' (skipped until then)"; \
+	  fi; \
+	fi
+
 # -- the two commands ---------------------------------------------------------------------
 run: $(VENV)/.runtime
 	$(PY) -m scripts.local_stack
 
-test: $(VENV)/.dev $(CHECKOV_VENV)/.installed
+test: $(VENV)/.dev $(CHECKOV_VENV)/.installed browser
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest
 
 # -- the rest -----------------------------------------------------------------------------

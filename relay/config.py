@@ -5,12 +5,11 @@ and raises one ConfigError that lists them all with their fixes, so a bad deploy
 stops at boot instead of failing the first caller. ``relay/wsgi.py`` and
 ``relay/gunicorn.conf.py`` both call it, so gunicorn's master refuses to start too.
 
-Pure: imports only the standard library and ``relay.errors``.
+Pure: imports only the standard library, ``relay.errors`` and the assistant modules.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -18,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from relay.assistant import VOICES as VOICES  # re-exported: tests and scripts name them here
+from relay.assistant import Assistant, AssistantBook, http_url_problem, is_voice
+from relay.assistant import is_loopback as is_loopback
+from relay.assistant_file import load_file
 from relay.errors import ConfigError
-
-# Voices the GA Realtime API accepts by name (openai.types.realtime; protocols.md 2.2).
-VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 
 DEFAULT_INSTRUCTIONS = (
     "You are Liveline, a friendly phone assistant. You are speaking with a caller on a "
@@ -40,20 +40,20 @@ DEFAULT_MAX_CALL_S = 3300  # 55 minutes
 CALLS_PER_WORKER = 150
 MAX_WORKERS = 256  # RELAY_WORKERS's upper bound (the call table has a slot for twice as many)
 DEFAULT_GRACEFUL_TIMEOUT_S = 3600
-DEFAULT_CONNECT_TIMEOUT_S = 8.0  # DNS + TCP + TLS + Realtime handshake
-DEFAULT_SESSION_TIMEOUT_S = 10.0  # Twilio's connect -> session.updated, the connect included
+# Every second of these is a second a caller may hear nothing but the comfort tone before
+# the spoken fallback. Opening a Realtime session normally takes well under a second
+# (a few round trips for TCP, TLS and the upgrade, then session.updated); reports of
+# slow ones are 2-3 s in total. So: 3 s to connect (DNS + TCP + TLS + the upgrade), 5 s
+# from Twilio's connect to session.updated, and Twilio's own start, which follows its
+# connect at once, within 5 s (docs/openai-realtime.md).
+DEFAULT_CONNECT_TIMEOUT_S = 3.0  # DNS + TCP + TLS + Realtime handshake
+DEFAULT_SESSION_TIMEOUT_S = 5.0  # Twilio's connect -> session.updated, the connect included
+DEFAULT_START_TIMEOUT_S = 5.0  # Twilio's connect -> a verified start
+DEFAULT_VOICE = "marin"
+DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
+DEFAULT_TWILIO_API_BASE_URL = "https://api.twilio.com"
 
 T = TypeVar("T")
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.1, ::1 or localhost (scripts/checklist.py uses this one too)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _ws_url(name: str, value: str, *, path_allowed: bool) -> str:
@@ -136,10 +136,46 @@ def _model(value: str) -> str:
 
 
 def _voice(value: str) -> str:
-    if value not in VOICES and not value.startswith("voice_"):
+    if not is_voice(value):
         raise ValueError(
             f"OPENAI_VOICE must be one of {', '.join(VOICES)} or a custom voice id "
             f"voice_... (got {value!r})"
+        )
+    return value
+
+
+def _http_url(name: str, *, origin_only: bool = False) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        problem = http_url_problem(value)
+        if problem:
+            raise ValueError(f"{name} {problem}")
+        parts = urlsplit(value)
+        if origin_only and (parts.path not in ("", "/") or parts.query):
+            raise ValueError(f"{name} must be an origin only, like https://api.twilio.com (got {value!r})")
+        return value.rstrip("/") if origin_only else value
+
+    return parse
+
+
+def _api_key_sid(value: str) -> str:
+    if not re.fullmatch(r"SK[0-9a-fA-F]{32}", value):
+        raise ValueError(f"TWILIO_API_KEY_SID must be an API key SID: SK and 32 hex digits (got {value!r}); "
+                         f"create one in the Twilio console under API keys")
+    return value
+
+
+def _transcription_model(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", value):
+        raise ValueError(f"OPENAI_TRANSCRIPTION_MODEL is not a model name (got {value!r}); "
+                         f"set it empty to turn transcription off")
+    return value
+
+
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise ValueError(
+            f"RELAY_LOG_FORMAT must be text (one key=value line per event, the default) or json "
+            f"(one JSON object per line, for log shippers) (got {value!r})"
         )
     return value
 
@@ -170,7 +206,7 @@ class RelayConfig:
     diagnostic_token: str | None = field(default=None, repr=False)
     openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
     openai_realtime_model: str = "gpt-realtime"
-    openai_voice: str = "marin"
+    openai_voice: str = DEFAULT_VOICE
     assistant_instructions: str = DEFAULT_INSTRUCTIONS
     assistant_greeting: str = DEFAULT_GREETING
     relay_bind: str = "0.0.0.0:80"
@@ -180,9 +216,18 @@ class RelayConfig:
     graceful_timeout_s: int = DEFAULT_GRACEFUL_TIMEOUT_S
     openai_connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S
-    start_timeout_s: float = 10.0
-    close_timeout_s: float = 1.0
+    start_timeout_s: float = DEFAULT_START_TIMEOUT_S
     log_level: str = "INFO"
+    # Issues 16 and 17: what the assistant may do, and where calls are reported.
+    assistant_config: str | None = None  # the ASSISTANT_CONFIG path
+    assistant_book: AssistantBook | None = None  # what that file describes (None: the environment's)
+    signing_secret: str | None = field(default=None, repr=False)
+    twilio_api_key_sid: str | None = None
+    twilio_api_key_secret: str | None = field(default=None, repr=False)
+    twilio_api_base_url: str = DEFAULT_TWILIO_API_BASE_URL
+    call_report_url: str | None = field(default=None, repr=False)  # its query may hold a key
+    openai_transcription_model: str = DEFAULT_TRANSCRIPTION_MODEL  # "" = no transcription
+    log_format: str = "text"
 
     @property
     def stream_url(self) -> str:
@@ -193,6 +238,14 @@ class RelayConfig:
     def openai_connect_url(self) -> str:
         """The Realtime URL with the model query parameter (GA interface)."""
         return f"{self.openai_realtime_url}?model={self.openai_realtime_model}"
+
+    @property
+    def assistants(self) -> AssistantBook:
+        """The assistants: ASSISTANT_CONFIG's, or the environment's alone (with end_call)."""
+        if self.assistant_book is not None:
+            return self.assistant_book
+        return AssistantBook(Assistant(instructions=self.assistant_instructions, greeting=self.assistant_greeting,
+                                       voice=self.openai_voice))
 
     def redacted(self) -> dict[str, Any]:
         """Settings safe to log or print: secrets reduced to whether they are set."""
@@ -254,6 +307,39 @@ class RelayConfig:
         take("start_timeout_s", "TWILIO_START_TIMEOUT_SECONDS",
              _float_in("TWILIO_START_TIMEOUT_SECONDS", 0.1, 60))
         take("log_level", "RELAY_LOG_LEVEL", _log_level)
+        take("signing_secret", "RELAY_SIGNING_SECRET", _secret("RELAY_SIGNING_SECRET", 32))
+        take("twilio_api_key_sid", "TWILIO_API_KEY_SID", _api_key_sid)
+        take("twilio_api_key_secret", "TWILIO_API_KEY_SECRET", _secret("TWILIO_API_KEY_SECRET", 16))
+        take("twilio_api_base_url", "TWILIO_API_BASE_URL", _http_url("TWILIO_API_BASE_URL", origin_only=True))
+        take("call_report_url", "CALL_REPORT_URL", _http_url("CALL_REPORT_URL"))
+        if "OPENAI_TRANSCRIPTION_MODEL" in environ:  # set but empty means: no transcription
+            raw_model = environ["OPENAI_TRANSCRIPTION_MODEL"]
+            try:
+                values["openai_transcription_model"] = _transcription_model(raw_model) if raw_model else ""
+            except ValueError as exc:
+                problems.append(str(exc))
+        if environ.get("ASSISTANT_CONFIG"):
+            values["assistant_config"] = environ["ASSISTANT_CONFIG"]
+            environment = Assistant(  # what the file's top-level keys override
+                instructions=values.get("assistant_instructions", DEFAULT_INSTRUCTIONS),
+                greeting=values.get("assistant_greeting", DEFAULT_GREETING),
+                voice=values.get("openai_voice", DEFAULT_VOICE))
+            try:
+                values["assistant_book"] = load_file(environ["ASSISTANT_CONFIG"], environment)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        if bool(environ.get("TWILIO_API_KEY_SID")) != bool(environ.get("TWILIO_API_KEY_SECRET")):
+            problems.append("TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET go together: set both (an API key's "
+                            "SID and secret), or neither to use TWILIO_AUTH_TOKEN")
+        signed = [what for what, present in (
+            ("ASSISTANT_CONFIG has tools", "assistant_book" in values and values["assistant_book"].has_tools),
+            ("CALL_REPORT_URL is set", bool(environ.get("CALL_REPORT_URL")))) if present]
+        if signed and not environ.get("RELAY_SIGNING_SECRET"):
+            problems.append(
+                f"RELAY_SIGNING_SECRET is not set, but {' and '.join(signed)}: tool requests and call reports "
+                f"are signed with it, at least 32 characters (generate one with: "
+                f"python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        take("log_format", "RELAY_LOG_FORMAT", _log_format)
 
         if "workers" not in values:
             values["workers"] = min(cores if cores is not None else available_cores(), MAX_WORKERS)

@@ -60,7 +60,7 @@ class RelayHandler(WSGIHandler):
 
     def read_requestline(self) -> str:
         """Read the whole head (line and headers) within the limits; '' closes the connection."""
-        limits = self.app.limits
+        limits = self.app.request_limits
         self._reason = None
         self.environ = None  # the previous request's, on a kept-alive connection
         self.app.pending_heads.enter(self)
@@ -152,7 +152,7 @@ class RelayHandler(WSGIHandler):
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         """gevent's, announcing ``Connection: close`` unless keep-alive is allowed."""
-        if (self.app.limits.keepalive_idle_s <= 0 and not status.startswith("101")
+        if (self.app.request_limits.keepalive_idle_s <= 0 and not status.startswith("101")
                 and not any(name.lower() == "connection" for name, _ in headers)):
             headers = [*headers, ("Connection", "close")]
         return super().start_response(status, headers, exc_info)
@@ -197,7 +197,8 @@ class RelayHandler(WSGIHandler):
             self.write(b"")  # sends the head
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = server_connection(self.socket, self._read_buffered(),
-                                     max_message_bytes=MAX_TWILIO_MESSAGE_BYTES)
+                                     max_message_bytes=MAX_TWILIO_MESSAGE_BYTES,
+                                     max_queued_bytes=self.app.limits.max_queued_bytes)
         except OSError:  # the caller hung up in the middle of the handshake
             self.app.note("client_gone", 101, event="call.upgrade_failed", method=self.command,
                           path=self.path, remote=self._remote())

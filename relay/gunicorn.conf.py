@@ -10,7 +10,9 @@ max call length < deregistration delay <= graceful_timeout < TimeoutStopSec.
 """
 
 import os
+import shutil
 import sys
+import tempfile
 
 # gunicorn executes this file before the application's directory is importable.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -18,6 +20,23 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from relay.config import RelayConfig  # noqa: E402
 
 _config = RelayConfig.from_env(os.environ)
+
+# GET /metrics sums every worker's values: prometheus_client keeps them in files in this
+# directory, a fresh one per relay start. It must be in the environment before any worker
+# imports the library (the workers fork from this process and inherit it).
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="liveline-metrics-")
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A worker is gone: its live-call gauge no longer counts (its counters still do)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def on_exit(server: object) -> None:
+    """The relay is stopping: its metrics files go with it."""
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 bind = [_config.relay_bind]
 workers = _config.workers

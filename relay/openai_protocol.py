@@ -17,6 +17,7 @@ Pure: the standard library, msgspec, ``relay.errors`` and ``relay.redact`` only.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -35,6 +36,10 @@ TYPE_SPEECH_STOPPED = "input_audio_buffer.speech_stopped"
 TYPE_RESPONSE_CREATED = "response.created"
 TYPE_RESPONSE_DONE = "response.done"
 TYPE_ITEM_TRUNCATED = "conversation.item.truncated"
+TYPE_FUNCTION_CALL_DONE = "response.function_call_arguments.done"
+TYPE_INPUT_TRANSCRIPT_DONE = "conversation.item.input_audio_transcription.completed"
+TYPE_INPUT_TRANSCRIPT_FAILED = "conversation.item.input_audio_transcription.failed"
+TYPE_OUTPUT_TRANSCRIPT_DONE = "response.output_audio_transcript.done"
 TYPE_ERROR = "error"
 
 # -- client event types we send ---------------------------------------------------------
@@ -42,6 +47,8 @@ TYPE_SESSION_UPDATE = "session.update"
 TYPE_APPEND = "input_audio_buffer.append"
 TYPE_RESPONSE_CREATE = "response.create"
 TYPE_TRUNCATE = "conversation.item.truncate"
+TYPE_ITEM_CREATE = "conversation.item.create"
+TYPE_RESPONSE_CANCEL = "response.cancel"
 
 AUDIO_FORMAT = "audio/pcmu"  # G.711 mu-law at 8 kHz: Twilio's format, passed through
 
@@ -96,6 +103,9 @@ class _Usage(Struct, frozen=True, gc=False):
     total_tokens: int | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    # Nested counts (text, audio, cached...): kept as OpenAI gives them, for the call's report.
+    input_token_details: dict[str, Any] | None = None
+    output_token_details: dict[str, Any] | None = None
 
 
 class _DoneResponse(Struct, frozen=True, gc=False):
@@ -202,13 +212,14 @@ class ResponseDone(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_RES
         return self.status == "failed" and self.reason in FATAL_ERROR_CODES
 
     @property
-    def usage(self) -> dict[str, int]:
-        """Token counts the API reported."""
+    def usage(self) -> dict[str, Any]:
+        """Token counts the API reported, with their details when it gave them."""
         usage = self.response.usage
         if usage is None:
             return {}
         counts = {"total_tokens": usage.total_tokens, "input_tokens": usage.input_tokens,
-                  "output_tokens": usage.output_tokens}
+                  "output_tokens": usage.output_tokens, "input_token_details": usage.input_token_details,
+                  "output_token_details": usage.output_token_details}
         return {name: value for name, value in counts.items() if value is not None}
 
 
@@ -217,6 +228,38 @@ class ItemTruncated(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_IT
 
     item_id: str = ""
     audio_end_ms: int = 0
+
+
+class FunctionCallDone(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_FUNCTION_CALL_DONE):
+    """The model called a function: its name and arguments (a JSON text) are complete."""
+
+    call_id: str
+    name: str
+    arguments: str = ""
+    response_id: str = ""
+    item_id: str = ""
+
+
+class InputTranscript(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_INPUT_TRANSCRIPT_DONE):
+    """What the caller said in one turn (``item_id``), transcribed; it may come after the answer."""
+
+    item_id: str = ""
+    transcript: str = ""
+    usage: dict[str, Any] | None = None
+
+
+class InputTranscriptFailed(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_INPUT_TRANSCRIPT_FAILED):
+    """A caller turn could not be transcribed."""
+
+    item_id: str = ""
+
+
+class OutputTranscript(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_OUTPUT_TRANSCRIPT_DONE):
+    """The words of one item of the assistant's audio, complete."""
+
+    item_id: str = ""
+    transcript: str = ""
+    response_id: str = ""
 
 
 class ErrorEvent(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_ERROR):
@@ -270,15 +313,21 @@ OpenAIEvent = (
     | ResponseCreated
     | ResponseDone
     | ItemTruncated
+    | FunctionCallDone
+    | InputTranscript
+    | InputTranscriptFailed
+    | OutputTranscript
     | ErrorEvent
     | Unknown
 )
 _KNOWN = {TYPE_SESSION_CREATED, TYPE_SESSION_UPDATED, TYPE_AUDIO_DELTA, TYPE_SPEECH_STARTED,
           TYPE_SPEECH_STOPPED, TYPE_RESPONSE_CREATED, TYPE_RESPONSE_DONE, TYPE_ITEM_TRUNCATED,
-          TYPE_ERROR}
+          TYPE_FUNCTION_CALL_DONE, TYPE_INPUT_TRANSCRIPT_DONE, TYPE_INPUT_TRANSCRIPT_FAILED,
+          TYPE_OUTPUT_TRANSCRIPT_DONE, TYPE_ERROR}
 _decode = msgspec.json.Decoder(
     SessionCreated | SessionUpdated | AudioDelta | SpeechStarted | SpeechStopped | ResponseCreated
-    | ResponseDone | ItemTruncated | ErrorEvent
+    | ResponseDone | ItemTruncated | FunctionCallDone | InputTranscript | InputTranscriptFailed | OutputTranscript
+    | ErrorEvent
 ).decode
 
 
@@ -314,18 +363,29 @@ def _unknown_or_invalid(text: str | bytes, error: msgspec.ValidationError) -> Un
 # -- builders (relay -> OpenAI); each returns the JSON text ----------------------------
 
 
-def session_update(*, voice: str, instructions: str) -> str:
-    """The one ``session.update`` the relay sends: pcmu both ways, server VAD, voice."""
+def session_update(*, voice: str, instructions: str, tools: Sequence[Mapping[str, Any]] = (),
+                   transcription_model: str | None = None) -> str:
+    """The one ``session.update`` the relay sends: pcmu both ways, server VAD, voice.
+
+    ``tools`` are GA function tools (flat: ``{"type": "function", "name", "description",
+    "parameters"}``), offered with ``tool_choice: "auto"``. ``transcription_model`` asks
+    for a transcript of the caller (``conversation.item.input_audio_transcription.*``).
+    """
     voice_value: Any = {"id": voice} if voice.startswith("voice_") else voice
-    session = {
+    audio_input: dict[str, Any] = {
+        "format": {"type": AUDIO_FORMAT},
+        # Telephone handsets are close-talking microphones.
+        "noise_reduction": {"type": "near_field"},
+    }
+    if transcription_model:
+        audio_input["transcription"] = {"model": transcription_model}
+    session: dict[str, Any] = {
         "type": "realtime",
         "output_modalities": ["audio"],
         "instructions": instructions,
         "audio": {
             "input": {
-                "format": {"type": AUDIO_FORMAT},
-                # Telephone handsets are close-talking microphones.
-                "noise_reduction": {"type": "near_field"},
+                **audio_input,
                 "turn_detection": {
                     "type": "server_vad",
                     "threshold": 0.5,
@@ -338,6 +398,9 @@ def session_update(*, voice: str, instructions: str) -> str:
             "output": {"format": {"type": AUDIO_FORMAT}, "voice": voice_value},
         },
     }
+    if tools:
+        session["tools"] = [dict(tool) for tool in tools]
+        session["tool_choice"] = "auto"
     return json.dumps({"type": TYPE_SESSION_UPDATE, "session": session}, separators=(",", ":"))
 
 
@@ -352,6 +415,28 @@ def response_create(instructions: str | None = None) -> str:
     if instructions:
         event["response"] = {"instructions": instructions}
     return json.dumps(event, separators=(",", ":"))
+
+
+def function_call_output(call_id: str, output: str) -> str:
+    """A tool's result for the model (``output`` is a string: JSON text, as the API wants).
+
+    The model speaks about it only after a ``response.create``.
+    """
+    return json.dumps({"type": TYPE_ITEM_CREATE,
+                       "item": {"type": "function_call_output", "call_id": call_id, "output": output}},
+                      separators=(",", ":"))
+
+
+def user_text(text: str) -> str:
+    """A user message in text (the keys a caller pressed, say); a ``response.create`` answers it."""
+    return json.dumps({"type": TYPE_ITEM_CREATE,
+                       "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}},
+                      separators=(",", ":"))
+
+
+def response_cancel() -> str:
+    """Stop the response in progress (the server answers an idle session with a harmless error)."""
+    return '{"type":"response.cancel"}'
 
 
 def greeting(text: str) -> str:

@@ -29,7 +29,7 @@ a worker by 125 MB (``http.client`` accepts 100 lines of 64 KiB each). So, per c
 
 And two for the requests themselves: ``diagnostic_interval_s`` (``/diagnostic/openai`` opens
 a Realtime session: at most one every 10 s per instance) and ``log_burst``/``log_per_s``
-(relay.log_limit). Every value is injectable (``create_app(config, limits=...)``) so tests
+(relay.log_limit). Every value is injectable (``create_app(config, request_limits=...)``) so tests
 take milliseconds.
 
 Pure: the standard library only. ``read_head`` reads through the ``readline`` it is given;

@@ -33,19 +33,22 @@ from typing import Any
 
 from twilio.request_validator import RequestValidator
 
-from relay import __version__, diagnostic
-from relay import openai_protocol as oai
-from relay.bridge import BridgeSettings
+from relay import __version__, call_settings, diagnostic, metrics
+from relay.call_settings import BridgeSettings
 from relay.capacity import CallCounter, LocalCallCounter
 from relay.config import RelayConfig
 from relay.edge import REASON_KEY, RelayHandler
 from relay.handshake import Refusal
 from relay.handshake import check as check_handshake
+from relay.limits import Limits
 from relay.live_call import CallRegistry, LiveCall
 from relay.log_limit import LogLimiter
 from relay.replay_guard import ReplayGuard
+from relay.report_delivery import ReportDelivery
 from relay.request_limits import PendingHeads, RequestLimits
+from relay.tools import ToolRunner
 from relay.transport import WebSocketConnection
+from relay.twilio_rest import TwilioRest
 from relay.upstream import UpstreamConnector
 
 __all__ = ["RelayApp", "RelayHandler", "create_app"]
@@ -101,36 +104,45 @@ class RelayApp:
         *,
         counter: CallCounter | None = None,
         ssl_context: Any = None,
-        limits: RequestLimits | None = None,
+        limits: Limits | None = None,
+        request_limits: RequestLimits | None = None,
     ) -> None:
         self.config = config
+        self.limits = limits or Limits()
+        self.request_limits = request_limits or RequestLimits()
         self.counter: CallCounter = counter or LocalCallCounter()
-        self.registry = CallRegistry()
+        self.registry = CallRegistry(self.limits.tick_s)
         self.replay_guard = ReplayGuard()
         self.draining = False
         self.version = __version__
-        self.limits = limits or RequestLimits()
-        self.pending_heads = PendingHeads(self.limits.max_pending_heads)
-        self.request_log = LogLimiter(self.limits.log_burst, self.limits.log_per_s)
+        self.pending_heads = PendingHeads(self.request_limits.max_pending_heads)
+        self.request_log = LogLimiter(self.request_limits.log_burst, self.request_limits.log_per_s)
         self._validator = RequestValidator(config.twilio_auth_token)
         self._conn_ids = itertools.count(1)
         self._pid = os.getpid()
-        self.session_update = oai.session_update(
-            voice=config.openai_voice, instructions=config.assistant_instructions
-        )
+        by_number = call_settings.personas(config.assistants, config.openai_transcription_model)
+        # The diagnostic sends exactly what the default assistant's calls send.
+        self.session_update = by_number[""].session_update
         self.bridge_settings = BridgeSettings(
             stream_token_secret=config.stream_token_secret,
-            session_update=self.session_update,
-            greeting=oai.greeting(config.assistant_greeting) if config.assistant_greeting else None,
+            personas=by_number,
             start_timeout_s=config.start_timeout_s,
             session_timeout_s=config.session_timeout_s,
             max_call_s=config.max_call_s,
+            model=config.openai_realtime_model,
+            transcription_model=config.openai_transcription_model,
         )
+        self.twilio_rest = TwilioRest.from_config(config)
+        self.tool_runner = ToolRunner(config.signing_secret) if config.signing_secret else None
+        self.reports = (ReportDelivery(config.call_report_url, config.signing_secret,
+                                       on_outcome=metrics.report_delivered)
+                        if config.call_report_url and config.signing_secret else None)
         self.connector = UpstreamConnector(
             config.openai_connect_url,
             config.openai_api_key,
             config.openai_connect_timeout_s,
             ssl_context=ssl_context,
+            max_queued_bytes=self.limits.max_queued_bytes,
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -192,9 +204,12 @@ class RelayApp:
             twilio,
             conn_id=f"{self._pid}-{next(self._conn_ids)}",
             settings=self.bridge_settings,
+            limits=self.limits,
             connector=self.connector,
             replay_guard=self.replay_guard,
-            close_timeout_s=self.config.close_timeout_s,
+            twilio_rest=self.twilio_rest,
+            tool_runner=self.tool_runner,
+            reports=self.reports,
             on_end=self.registry.remove,
         )
         self.registry.add(call)
@@ -263,11 +278,11 @@ class RelayApp:
             return _refused(start_response, environ, Refusal(
                 503, "saturated", f"relay is at capacity ({self.config.max_calls} calls)"))
         try:
-            wait_s = self.counter.try_begin_diagnostic(time.monotonic(), self.limits.diagnostic_interval_s)
+            wait_s = self.counter.try_begin_diagnostic(time.monotonic(), self.request_limits.diagnostic_interval_s)
             if wait_s is not None:
                 return _refused(start_response, environ, Refusal(
                     429, "diagnostic_busy",
-                    f"one diagnostic at a time, at most one every {self.limits.diagnostic_interval_s:g} s",
+                    f"one diagnostic at a time, at most one every {self.request_limits.diagnostic_interval_s:g} s",
                     (("Retry-After", str(max(1, math.ceil(wait_s)))),)))
             try:
                 result = diagnostic.run(self.connector, self.session_update, self.config.session_timeout_s)

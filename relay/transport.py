@@ -16,7 +16,7 @@ the hot path (the diagnostic, the stand-in model).
 Writing never blocks either: ``send_texts()`` writes what the kernel takes now and queues
 the rest, flushed when the socket becomes writable, in order. ``blocked_since`` says how
 long data has been waiting, so a watchdog can drop a peer that stopped reading, and more
-than MAX_QUEUED_BYTES waiting ends the connection at once. Because a send never yields,
+than ``max_queued_bytes`` waiting ends the connection at once (``overflowed``). Because a send never yields,
 no lock is needed for frames from several greenlets to stay whole.
 
 Why not gevent's socket methods: per frame they cost more than the frame itself (each
@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 
 RECV_BYTES = 65536
 READS_PER_TURN = 4
-# A peer this far behind has stopped reading: end the connection instead of buffering.
+# A peer this far behind has stopped reading: end the connection instead of buffering
+# (the relay passes relay.limits.Limits.max_queued_bytes).
 MAX_QUEUED_BYTES = 4 * 1024 * 1024
 _READ, _WRITE = 1, 2  # event-loop masks
 
@@ -174,8 +175,10 @@ class WebSocketConnection:
         client: bool,
         max_message_bytes: int,
         initial: bytes = b"",
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
         self.io = io
+        self.max_queued_bytes = max_queued_bytes
         self._decoder = FrameDecoder(expect_masked=not client, max_message_bytes=max_message_bytes)
         self._masks = _MaskSource() if client else None
         self._initial = initial  # bytes read past the handshake, decoded before the socket's
@@ -190,6 +193,7 @@ class WebSocketConnection:
         self._on_end: Callable[[FrameError | None], None] | None = None
         self.ended = False
         self.broken = False
+        self.overflowed = False  # more than max_queued_bytes waited for the peer: cut
         self._released = False
         self.close_sent = False
         self.close_code: int | None = None  # the code the peer closed with, once it has
@@ -340,8 +344,9 @@ class WebSocketConnection:
     def _enqueue(self, data: bytes | memoryview) -> None:
         self._queue.append(data)
         self._queued += len(data)
-        if self._queued > MAX_QUEUED_BYTES:
+        if self._queued > self.max_queued_bytes:
             self.broken = True
+            self.overflowed = True
             self.abort()
             raise ConnectionClosed(f"peer stopped reading ({self._queued} bytes waiting)")
 
@@ -395,17 +400,21 @@ class WebSocketConnection:
         self.io.close()
 
 
-def server_connection(sock: socket.socket, initial: bytes, *, max_message_bytes: int) -> WebSocketConnection:
+def server_connection(sock: socket.socket, initial: bytes, *, max_message_bytes: int,
+                      max_queued_bytes: int = MAX_QUEUED_BYTES) -> WebSocketConnection:
     """The server side of an upgraded socket (the Twilio side).
 
     Behind the load balancer it is plain TCP; a relay serving TLS itself (gunicorn with a
     certificate) hands us gevent's SSL socket, which we then use as it is.
     """
     io = TLSIO(sock) if isinstance(sock, ssl.SSLSocket) else PlainIO(sock, own=False)
-    return WebSocketConnection(io, client=False, max_message_bytes=max_message_bytes, initial=initial)
+    return WebSocketConnection(io, client=False, max_message_bytes=max_message_bytes, initial=initial,
+                               max_queued_bytes=max_queued_bytes)
 
 
-def client_connection(sock: socket.socket, *, max_message_bytes: int) -> WebSocketConnection:
+def client_connection(sock: socket.socket, *, max_message_bytes: int,
+                      max_queued_bytes: int = MAX_QUEUED_BYTES) -> WebSocketConnection:
     """The client side of a socket we opened and upgraded (the OpenAI side)."""
     io = TLSIO(sock) if isinstance(sock, ssl.SSLSocket) else PlainIO(sock, own=True)
-    return WebSocketConnection(io, client=True, max_message_bytes=max_message_bytes)
+    return WebSocketConnection(io, client=True, max_message_bytes=max_message_bytes,
+                               max_queued_bytes=max_queued_bytes)

@@ -28,7 +28,7 @@ import gevent
 import websocket
 
 from relay.errors import UpstreamError
-from relay.transport import WebSocketConnection, client_connection
+from relay.transport import MAX_QUEUED_BYTES, WebSocketConnection, client_connection
 
 # The Realtime API's events are small JSON documents; a single audio delta is at most a
 # few hundred KiB. Anything bigger is refused rather than buffered.
@@ -53,6 +53,7 @@ class UpstreamConnector:
         api_key: str,
         timeout_s: float,
         ssl_context: ssl.SSLContext | None = None,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
         parts = urlsplit(url)
         self.url = url
@@ -62,6 +63,7 @@ class UpstreamConnector:
         self._api_key = api_key
         self.timeout_s = timeout_s
         self._ssl_context = ssl_context
+        self.max_queued_bytes = max_queued_bytes
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
@@ -161,7 +163,8 @@ class UpstreamConnector:
             pre.sock.close()
             raise
         pre.timings_ms["handshake"] = (time.monotonic() - started) * 1000
-        return client_connection(pre.sock, max_message_bytes=MAX_OPENAI_MESSAGE_BYTES)
+        return client_connection(pre.sock, max_message_bytes=MAX_OPENAI_MESSAGE_BYTES,
+                                 max_queued_bytes=self.max_queued_bytes)
 
     def connect(self) -> tuple[WebSocketConnection, dict[str, float]]:
         """All stages in a row (used by the diagnostic)."""

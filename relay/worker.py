@@ -3,8 +3,9 @@
 - ``wsgi_handler`` is relay.edge.RelayHandler: request heads within relay.request_limits,
   and the relay's own WebSocket upgrade (route, handshake, drain, ``X-Twilio-Signature``
   and capacity checked before the 101).
-- The CallTable is created when gunicorn's master imports this module, so every forked
-  worker shares it: ``RELAY_MAX_CALLS`` and ``/healthz`` count the whole instance.
+- The CallTable and the ReplayGuard are created when gunicorn's master imports this
+  module, so every forked worker shares them: ``RELAY_MAX_CALLS`` and ``/healthz`` count
+  the whole instance, and a CallSid claimed by one worker is refused by all of them.
 - On SIGTERM the stock gevent worker closes its listener at once, so a draining relay
   would answer nothing (connection refused) instead of 503. This worker keeps serving:
   ``/healthz`` says 503 "draining", new upgrades get 503, live calls run on, and the
@@ -26,8 +27,10 @@ from gunicorn.http.wsgi import base_environ
 from gunicorn.workers.ggevent import VERSION, GeventPyWSGIWorker
 
 from relay.capacity import CallTable
+from relay.replay_guard import ReplayGuard
 
 CALL_TABLE = CallTable()
+REPLAY_GUARD = ReplayGuard.shared()
 
 
 class RelayWorker(GeventPyWSGIWorker):
@@ -47,6 +50,7 @@ class RelayWorker(GeventPyWSGIWorker):
         super().load_wsgi()
         self.call_counter = CALL_TABLE.counter(self.call_slot)
         self.wsgi.use_counter(self.call_counter)
+        self.wsgi.replay_guard = REPLAY_GUARD
         # Everything loaded so far lives as long as the worker: keep it out of the garbage
         # collector's full passes, which then only walk what calls allocate.
         gc.freeze()

@@ -16,5 +16,5 @@ from relay.config import RelayConfig  # noqa: E402
 from relay.server import create_app  # noqa: E402
 
 config = RelayConfig.from_env(os.environ)
-log.configure(config.log_level)
+log.configure(config.log_level, config.log_format)
 app = create_app(config)

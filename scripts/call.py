@@ -422,7 +422,8 @@ def target_from_relay(relay_url: str, *, public_url: str | None, stream_secret: 
     sid = call_sid or new_sid("CA")
     params = {"calledNumber": "+15550100", "callerNumber": "+15550199"}
     if stream_secret:
-        params[stream_token.PARAMETER_NAME] = stream_token.mint(stream_secret, sid, time.time(), ttl_s)
+        params[stream_token.PARAMETER_NAME] = stream_token.mint(
+            stream_secret, sid, time.time(), ttl_s, caller_number="+15550199", called_number="+15550100")
     return StreamTarget(url, signed, params, sid, via="relay directly (stream token minted locally)")
 
 

@@ -51,7 +51,6 @@ def stack_environment(base: dict[str, str], *, relay_port: int, webhook_port: in
     env.setdefault("RELAY_WORKERS", "1")
     env.setdefault("WEBHOOK_PUBLIC_URL", f"http://127.0.0.1:{webhook_port}")
     env["PYTHONPATH"] = str(ROOT)
-    env_file.parent.mkdir(exist_ok=True)
     lines = [f"{name}={env[name]}" for name in GENERATED]
     lines += [
         f"RELAY_URL=http://127.0.0.1:{relay_port}",
@@ -59,10 +58,22 @@ def stack_environment(base: dict[str, str], *, relay_port: int, webhook_port: in
         f"WEBHOOK_URL=http://127.0.0.1:{webhook_port}",
         f"WEBHOOK_PUBLIC_URL={env['WEBHOOK_PUBLIC_URL']}",
     ]
-    env_file.write_text("# written by make run (scripts/local_stack.py); local secrets only\n"
-                        + "\n".join(lines) + "\n")
-    env_file.chmod(0o600)
+    _write_private(env_file, "# written by make run (scripts/local_stack.py); local secrets only\n"
+                   + "\n".join(lines) + "\n")
     return env, use_standin
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write secrets readable by this user only, from the first byte: a 0600 file in a 0700 folder."""
+    created = not path.parent.exists()
+    if created:
+        path.parent.mkdir(mode=0o700, parents=True)
+    if created or path.parent == ENV_FILE.parent:  # whatever the umask; an older run made .local/ 0755
+        path.parent.chmod(0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)  # a file left from an older run may have been 0644
+        out.write(text)
 
 
 def wait_http(url: str, timeout_s: float, process: subprocess.Popen[bytes]) -> bool:
@@ -87,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--relay-port", type=int, default=8080)
     parser.add_argument("--webhook-port", type=int, default=5050)
     parser.add_argument("--standin-port", type=int, default=8765)
+    parser.add_argument("--softphone-port", type=int, default=8070, help="the softphone page (0: none)")
     parser.add_argument("--env-file", type=Path, default=ENV_FILE,
                         help="where to keep the local secrets and URLs (make call reads it)")
     args = parser.parse_args(argv)
@@ -130,18 +142,26 @@ def main(argv: list[str] | None = None) -> int:
                  "webhook_app.wsgi:app"], cwd=ROOT, env=env)))
         checks = {"relay": f"http://127.0.0.1:{args.relay_port}/healthz",
                   "webhook": f"http://127.0.0.1:{args.webhook_port}/healthz"}
+        if args.softphone_port:  # the browser softphone: a local stand-in for Twilio (scripts/softphone)
+            processes.append(("softphone", subprocess.Popen(
+                [python, "-m", "scripts.softphone", "--port", str(args.softphone_port),
+                 "--webhook", f"http://127.0.0.1:{args.webhook_port}", "--env-file", str(args.env_file)],
+                cwd=ROOT, env=env)))
+            checks["softphone"] = f"http://127.0.0.1:{args.softphone_port}/healthz"
         for name, proc in processes:
             if name in checks and not wait_http(checks[name], 30, proc):
                 if stopping.is_set():  # Ctrl-C while starting: the children exited on it too
                     return 0
                 print(f"\n{name} did not come up: see its error above.", file=sys.stderr)
                 return 1
+        softphone = (f"  softphone http://127.0.0.1:{args.softphone_port}/   (open it in a browser: click Call "
+                     f"and talk)\n" if args.softphone_port else "")
         print(f"""
 Liveline is running:
   relay     ws://127.0.0.1:{args.relay_port}/twilio/realtime   (health: http://127.0.0.1:{args.relay_port}/healthz)
   webhook   http://127.0.0.1:{args.webhook_port}/twilio/voice
   secrets   {args.env_file}
-Place a simulated call from another terminal:   make call
+{softphone}Place a simulated call from another terminal:   make call
 Check the relay path:   .venv/bin/python scripts/verify_relay.py http://127.0.0.1:{args.relay_port}
 Ctrl-C stops everything.
 """, flush=True)

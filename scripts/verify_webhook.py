@@ -274,14 +274,14 @@ class WebhookCheck:
                           f"(close 1008)", "deploy webhook_app from this repository: it mints one per call")
         now = time.time()
         if not self.t.stream_secret:
-            match = re.fullmatch(r"v1\.(\d+)\.[A-Za-z0-9_-]+", token)
+            match = re.fullmatch(r"v2\.(\d+)\.[A-Za-z0-9_-]+", token)
             if match is None or int(match.group(1)) < now:
                 return failed("the token is malformed or expired", "the relay would refuse it (close 1008)",
                               "check the webhook's clock and STREAM_TOKEN_TTL_SECONDS")
             return passed(f"present, expires in {int(match.group(1)) - now:.0f} s (set STREAM_TOKEN_SECRET to "
                           f"verify it)")
         try:
-            expires = stream_token.verify(self.t.stream_secret, token, self.call_sid, now)
+            expires = stream_token.verify_parameters(self.t.stream_secret, params, self.call_sid, now).expires
         except stream_token.StreamTokenError as exc:
             return failed(f"the token does not verify: {exc.reason}",
                           "the relay would refuse this token (close 1008): STREAM_TOKEN_SECRET differs between "

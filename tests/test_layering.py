@@ -18,7 +18,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RELAY_PURE = {"relay.config", "relay.errors", "relay.stream_token", "relay.replay_guard", "relay.ws_frames",
-              "relay.json_text", "relay.twilio_protocol", "relay.openai_protocol", "relay.bridge",
+              "relay.json_text", "relay.twilio_protocol", "relay.openai_protocol", "relay.bridge", "relay.actions",
+              "relay.limits", "relay.playout", "relay.comfort_tone", "relay.conversation", "relay.call_settings",
+              "relay.peer_guard",
+              "relay.assistant", "relay.assistant_file", "relay.signing",
               "relay.handshake", "relay.log_limit", "relay.request_limits", "relay.redact"}
 SCRIPT_MAY_USE = RELAY_PURE | {"relay", "relay.transport"}
 ENTRY_POINTS = {"relay/wsgi.py", "relay/gunicorn.conf.py", "webhook_app/wsgi.py", "webhook_app/lambda_handler.py",
@@ -62,8 +65,10 @@ def test_pure_relay_modules_import_no_io() -> None:
             continue
         for module, _ in imports(path):
             top = module.split(".")[0]
-            # msgspec parses JSON and websockets.speedups masks frames: pure C helpers.
-            allowed = (top in stdlib or top in ("msgspec", "__future__") or module == "websockets.speedups"
+            # msgspec parses JSON and websockets.speedups masks frames: pure C helpers. jsonschema
+            # checks a tool's schema and arguments (it fetches no remote $ref: relay/assistant_file.py).
+            allowed = (top in stdlib or top in ("msgspec", "jsonschema", "__future__")
+                       or module == "websockets.speedups"
                        or module in RELAY_PURE or module == "relay")
             assert allowed, f"{name} (pure) imports {module}"
             assert top not in ("socket", "ssl", "select", "selectors", "threading"), f"{name} imports {module}"

@@ -6,24 +6,27 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from scripts.local_stack import stack_environment
 from tests.conftest import ROOT, free_port, wait_http
 
 
 def test_make_run_then_make_call_hears_the_assistant(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OPENAI_", "RELAY_", "TWILIO_", "STREAM_", "WEBHOOK_", "DIAGNOSTIC_"))}
-    ports = [free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(4)]
     env_file = tmp_path / "stack.env"
     log = tmp_path / "stack.log"
     with open(log, "wb") as out:
         stack = subprocess.Popen(
             [sys.executable, "-m", "scripts.local_stack", "--relay-port", str(ports[0]),
-             "--webhook-port", str(ports[1]), "--standin-port", str(ports[2]), "--env-file", str(env_file)],
+             "--webhook-port", str(ports[1]), "--standin-port", str(ports[2]), "--softphone-port", str(ports[3]),
+             "--env-file", str(env_file)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_http(f"http://127.0.0.1:{ports[0]}/healthz")
@@ -47,12 +50,12 @@ def test_make_run_then_make_call_hears_the_assistant(tmp_path: Path) -> None:
 def test_ctrl_c_while_the_stack_starts_is_a_clean_stop(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OPENAI_", "RELAY_", "TWILIO_", "STREAM_", "WEBHOOK_", "DIAGNOSTIC_"))}
-    ports = [free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(4)]
     log = tmp_path / "stack.log"
     with open(log, "wb") as out:
         stack = subprocess.Popen(
             [sys.executable, "-m", "scripts.local_stack", "--relay-port", str(ports[0]),
-             "--webhook-port", str(ports[1]), "--standin-port", str(ports[2]),
+             "--webhook-port", str(ports[1]), "--standin-port", str(ports[2]), "--softphone-port", str(ports[3]),
              "--env-file", str(tmp_path / "stack.env")],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -68,3 +71,19 @@ def test_ctrl_c_while_the_stack_starts_is_a_clean_stop(tmp_path: Path) -> None:
     finally:
         if stack.poll() is None:
             os.killpg(stack.pid, signal.SIGKILL)
+
+
+def test_the_local_secrets_are_private_from_the_first_byte(tmp_path: Path) -> None:
+    env_file = tmp_path / ".local" / "stack.env"
+    old_umask = os.umask(0)  # the most permissive umask: the modes must not come from it
+    try:
+        stack_environment({}, relay_port=8080, webhook_port=5050, standin_port=8765, env_file=env_file)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(env_file.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert "STREAM_TOKEN_SECRET=" in env_file.read_text()
+
+    env_file.chmod(0o644)  # left readable by an older run: rewriting it closes it again
+    stack_environment({}, relay_port=8080, webhook_port=5050, standin_port=8765, env_file=env_file)
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600

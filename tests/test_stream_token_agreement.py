@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET = "agreement-test-stream-secret-0123456789"
 NOW = 1_800_000_000.0
 SKEW_S = 30  # the clock skew the verifier allows past expiry
+CALLER, CALLED = "+15550001111", "+15550002222"
 
 DIRECTIONS = [
     pytest.param(webhook_token, relay_token, id="webhook-mints-relay-verifies"),
@@ -38,8 +39,23 @@ def test_the_two_files_are_byte_identical() -> None:
         "webhook_app/stream_token.py and relay/stream_token.py differ: change both, byte for byte")
 
 
-def test_both_name_the_same_parameter() -> None:
+def test_both_name_the_same_parameters_as_the_twiml() -> None:
+    from webhook_app import twiml
+
     assert webhook_token.PARAMETER_NAME == relay_token.PARAMETER_NAME == "streamToken"
+    assert webhook_token.CALLER_PARAMETER == relay_token.CALLER_PARAMETER == twiml.CALLER_NUMBER == "callerNumber"
+    assert webhook_token.CALLED_PARAMETER == relay_token.CALLED_PARAMETER == twiml.CALLED_NUMBER == "calledNumber"
+
+
+@pytest.mark.parametrize(("minter", "verifier"), DIRECTIONS)
+def test_the_numbers_minted_by_one_are_bound_in_the_other(minter: ModuleType, verifier: ModuleType) -> None:
+    sid = call_sid()
+    params = minter.mint_parameters(SECRET, sid, NOW, 30, caller_number=CALLER, called_number=CALLED)
+
+    assert verifier.verify_parameters(SECRET, params, sid, NOW) == (int(NOW) + 30, CALLER, CALLED)
+    with pytest.raises(verifier.StreamTokenError) as caught:
+        verifier.verify_parameters(SECRET, {**params, "calledNumber": "+15550003333"}, sid, NOW)
+    assert caught.value.reason == "mismatch"
 
 
 @pytest.mark.parametrize(("minter", "verifier"), DIRECTIONS)
@@ -90,7 +106,7 @@ def test_a_token_with_a_stretched_expiry_is_refused(minter: ModuleType, verifier
     assert caught.value.reason == "mismatch"
 
 
-@pytest.mark.parametrize("token", [None, "", "v2.1800000300.abc", "v1.soon.abc", "v1.1800000300", "x" * 500])
+@pytest.mark.parametrize("token", [None, "", "v1.1800000300.abc", "v2.soon.abc", "v2.1800000300", "x" * 500])
 def test_missing_and_malformed_tokens_are_refused_alike(token: str | None) -> None:
     reasons = set()
     for module in (relay_token, webhook_token):
@@ -105,5 +121,5 @@ def test_a_non_ascii_digit_expiry_is_refused_as_malformed() -> None:
     # "malformed", never let a bare ValueError escape.
     for module in (relay_token, webhook_token):
         with pytest.raises(module.StreamTokenError) as caught:
-            module.verify(SECRET, "v1.\u00b2.abc", call_sid(), now=NOW)
+            module.verify(SECRET, "v2.\u00b2.abc", call_sid(), now=NOW)
         assert caught.value.reason == "malformed"

@@ -12,13 +12,14 @@ WEBHOOK_PUBLIC_URL         yes       ``https://`` origin Twilio calls (the URL i
 RELAY_PUBLIC_URL           yes       ``wss://`` origin of the relay (``<Stream url>``)
 STREAM_TOKEN_SECRET        yes       >= 32 chars, shared with the relay; signs stream tokens
 FALLBACK_MESSAGE           no        spoken after ``</Connect>`` if the relay fails or closes
-STREAM_TOKEN_TTL_SECONDS   no        how long a minted stream token stays valid (default 300)
+STREAM_TOKEN_TTL_SECONDS   no        how long a minted stream token stays valid (default 30)
 =========================  ========  ===========================================================
 
 ``http://`` and ``ws://`` are accepted for a loopback host only (127.0.0.1, ::1,
 localhost), for ``make run``; the relay's config applies the same rule.
 
-Pure: imports only the standard library; ``os.environ`` is passed in, never read here.
+Pure: imports only the standard library (and the pure ``stream_token``); ``os.environ`` is
+passed in, never read here.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+from webhook_app import stream_token
 
 __all__ = [
     "DEFAULT_FALLBACK_MESSAGE",
@@ -40,10 +43,18 @@ DEFAULT_FALLBACK_MESSAGE = (
     "Sorry, our assistant can't take your call right now. "
     "Please try again in a few minutes. Goodbye."
 )
-DEFAULT_STREAM_TOKEN_TTL_S = 300
-# Twilio dials the relay within seconds of our answer; the relay allows 30 s of clock skew
-# on top. Longer than an hour buys nothing and widens the replay window.
-_TTL_RANGE_S = (30, 3600)
+# The token only has to outlive the gap between our TwiML answer and Twilio's ``start`` on
+# the relay. <Connect><Stream> is the TwiML's first verb, so Twilio dials the relay as soon
+# as it has read the answer: DNS, TCP, TLS and the upgrade, well under a second in
+# practice. How long Twilio keeps trying before it gives up (error 31901) is not
+# documented; for the webhook request itself it allows 10 s to connect and 15 s in all
+# (https://www.twilio.com/docs/errors/11205). 30 s is twice that worst case, and the relay
+# accepts a token CLOCK_SKEW_S (30 s) past its expiry on top. Every second more is a
+# second in which a token read from a log still opens a session on another instance (the
+# replay guard is per instance): see the README, "Stream tokens and replays".
+DEFAULT_STREAM_TOKEN_TTL_S = 30
+# At least the 15 s Twilio may take; at most what the relay's replay guard is sized for.
+_TTL_RANGE_S = (15, stream_token.MAX_TTL_S)
 # A fallback is a sentence or two read to a caller whose call just failed.
 _MAX_FALLBACK_CHARS = 1000
 

@@ -7,9 +7,9 @@
 
 Signatures are checked against ``WEBHOOK_PUBLIC_URL`` + the request path (+ query), never
 ``request.url``: behind a Lambda Function URL or a proxy, the URL the app sees is not the
-one Twilio signed (protocols.md 1.4). The signature is checked before the form's content
-is looked at (only routing's 404/405 and the 413 for an oversized body come earlier), so
-an unsigned caller learns nothing but "403".
+one Twilio signed (https://www.twilio.com/docs/usage/security#validating-requests). The
+signature is checked before the form's content is looked at (only routing's 404/405 and
+the 413 for an oversized body come earlier), so an unsigned caller learns nothing but "403".
 
 No network calls while answering: Twilio waits at most 15 s for the whole answer
 (error 11200), and a cold Lambda has already spent part of that.
@@ -19,7 +19,8 @@ Logging never carries secrets, the stream token, or the callers' numbers (PII).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 
 from flask import Flask, Response, jsonify, request
 from twilio.request_validator import RequestValidator
@@ -45,8 +46,11 @@ SIGNATURE_HEADER = "X-Twilio-Signature"
 # Present when the account signs webhooks with a SharedKey instead of the Auth Token.
 SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 
-# StreamEvent values of the <Stream> status callback (protocols.md 1.6).
+# StreamEvent values of the <Stream> status callback
+# (https://www.twilio.com/docs/voice/twiml/stream#statuscallback).
 STREAM_ERROR = "stream-error"
+# What a logged request value may hold unquoted: URL characters, no spaces, no controls.
+_PLAIN = re.compile(r"[A-Za-z0-9._~:/?#@!$&()*+,;=%-]*")
 
 
 class Webhook:
@@ -87,9 +91,9 @@ class Webhook:
             return
         settings = request.headers.get(SIGNATURE_SETTINGS_HEADER, "")
         reason = "missing" if not signature else "shared_key" if settings else "mismatch"
-        log.warning(
+        log.warning(  # a caller chooses the path (and %0A decodes to a newline): see _loggable
             "twilio.signature_rejected path=%s reason=%s signed_url=%s remote=%s",
-            request.path, reason, url, request.remote_addr,
+            _loggable(request.path), reason, _loggable(url), request.remote_addr,
         )
         if reason == "missing":
             raise Forbidden(f"{SIGNATURE_HEADER} header missing: only Twilio may call this URL")
@@ -108,24 +112,18 @@ class Webhook:
     def voice(self) -> Response:
         """Answer an incoming call: TwiML streaming it to the relay, then a spoken fallback."""
         self.require_signature()
-        call_sid = request.form.get("CallSid", "")
-        if not call_sid:
-            raise BadRequest(
-                "CallSid is missing from the form: this URL expects Twilio's incoming-call "
-                "webhook (POST, application/x-www-form-urlencoded)"
-            )
+        call_sid = _call_sid(request.form)
         now = self.clock()
-        token = stream_token.mint(
-            self.config.stream_token_secret, call_sid, now=now, ttl_s=self.config.stream_token_ttl_s
+        # The token binds the CallSid and both numbers: the relay refuses a start whose
+        # numbers differ from these (it picks the assistant by the called number).
+        parameters = stream_token.mint_parameters(
+            self.config.stream_token_secret, call_sid, now=now, ttl_s=self.config.stream_token_ttl_s,
+            caller_number=request.form.get("From", ""), called_number=request.form.get("To", ""),
         )
         document = twiml.connect_stream(
             stream_url=self.config.stream_url,
             status_callback_url=self.config.status_callback_url,
-            parameters={
-                stream_token.PARAMETER_NAME: token,
-                twiml.CALLER_NUMBER: request.form.get("From", ""),
-                twiml.CALLED_NUMBER: request.form.get("To", ""),
-            },
+            parameters=parameters,
             fallback_message=self.config.fallback_message,
         )
         log.info(
@@ -138,14 +136,9 @@ class Webhook:
         """Log a ``<Stream>`` status callback (stream-started / stream-stopped / stream-error)."""
         self.require_signature()
         form = request.form
-        call_sid = form.get("CallSid", "")
-        if not call_sid:
-            raise BadRequest(
-                "CallSid is missing from the form: this URL expects Twilio's <Stream> "
-                "statusCallback (POST, application/x-www-form-urlencoded)"
-            )
-        event = form.get("StreamEvent", "") or "-"
-        stream_sid = form.get("StreamSid", "") or "-"
+        call_sid = _call_sid(form)
+        event = _loggable(form.get("StreamEvent", "") or "-")
+        stream_sid = _loggable(form.get("StreamSid", "") or "-")
         if event == STREAM_ERROR:
             log.warning(
                 "stream.status event=%s call_sid=%s stream_sid=%s error=%r",
@@ -160,6 +153,34 @@ class Webhook:
         response = jsonify(status="ok", version=self.version)
         response.headers["Cache-Control"] = "no-store"
         return response
+
+
+def _loggable(value: str) -> str:
+    """``value`` as is if it is one plain word of URL characters, else quoted (``repr``).
+
+    A request's values reach our log lines; quoting escapes CR, LF and every other
+    character that could split a line or forge one (the Lambda runtime's handler formats
+    these lines, so the escaping happens here, not in a formatter).
+    """
+    return value if _PLAIN.fullmatch(value) else repr(value)
+
+
+def _call_sid(form: Mapping[str, str]) -> str:
+    """The form's CallSid if it is exactly Twilio's ``CA`` + 32 hex digits; else 400.
+
+    Twilio's signature concatenates each name and value with no separator, so a signed
+    form can be re-cut (``CallSid=CA…CallStatusringing`` with ``CallStatus`` dropped
+    signs the same): only the exact shape is accepted.
+    """
+    call_sid = form.get("CallSid", "")
+    if not call_sid:
+        raise BadRequest(
+            "CallSid is missing from the form: this URL expects a Twilio webhook "
+            "(POST, application/x-www-form-urlencoded)"
+        )
+    if not stream_token.is_call_sid(call_sid):
+        raise BadRequest("CallSid is not a Twilio CallSid (CA and 32 hex digits)")
+    return call_sid
 
 
 def _plain_error(error: HTTPException) -> Response:

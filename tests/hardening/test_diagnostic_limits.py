@@ -51,7 +51,7 @@ def _all_at_once(relay: Any, count: int) -> list[int]:
 
 
 def test_twenty_at_once_open_one_realtime_session(make_relay: Any, fresh_model: sm.StandinModel) -> None:
-    relay = make_relay(fresh_model.url, limits=RequestLimits())  # the production interval
+    relay = make_relay(fresh_model.url, request_limits=RequestLimits())  # the production interval
     statuses = _all_at_once(relay, 20)
     assert statuses == [200] + [429] * 19
     assert fresh_model.handshakes == 1
@@ -64,7 +64,7 @@ def test_twenty_at_once_open_one_realtime_session(make_relay: Any, fresh_model: 
 def test_one_at_a_time_and_counted_as_a_call_while_it_runs(
     max_calls: int, make_relay: Any, fresh_model: sm.StandinModel
 ) -> None:
-    relay = make_relay(fresh_model.url, limits=RequestLimits(diagnostic_interval_s=0.0),
+    relay = make_relay(fresh_model.url, request_limits=RequestLimits(diagnostic_interval_s=0.0),
                        RELAY_MAX_CALLS=str(max_calls), OPENAI_CONNECT_TIMEOUT_SECONDS="0.5",
                        OPENAI_SESSION_TIMEOUT_SECONDS="2")
     fresh_model.behaviour = sm.NEVER_UPDATE  # the first diagnostic waits out its 2 s session timeout
@@ -89,7 +89,7 @@ def test_one_at_a_time_and_counted_as_a_call_while_it_runs(
 
 
 def test_a_minimum_interval_between_two(make_relay: Any, fresh_model: sm.StandinModel) -> None:
-    relay = make_relay(fresh_model.url, limits=RequestLimits(diagnostic_interval_s=2.0))
+    relay = make_relay(fresh_model.url, request_limits=RequestLimits(diagnostic_interval_s=2.0))
     assert _diagnose(relay)[0] == 200
     status, headers, _ = _diagnose(relay)
     assert status == 429 and 1 <= int(headers["Retry-After"]) <= 2
@@ -117,7 +117,7 @@ def test_a_flood_of_wrong_tokens_writes_a_few_lines(
     make_relay: Any, fresh_model: sm.StandinModel, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="relay")
-    relay = make_relay(fresh_model.url, limits=RequestLimits(log_burst=5, log_per_s=0.5))
+    relay = make_relay(fresh_model.url, request_limits=RequestLimits(log_burst=5, log_per_s=0.5))
     started = time.monotonic()
     for _ in range(50):
         assert get(relay.http_url + DIAGNOSTIC, {"Authorization": "Bearer wrong-token-0123456789"})[0] == 401

@@ -5,10 +5,13 @@ state machine, on inputs nobody thought to write down.
   never another exception (the same for ``openai_protocol.parse``), and valid messages
   round-trip; the outbound builders round-trip any text.
 - ``FrameDecoder`` turns any bytes into messages or a FrameError, however they are cut.
-- ``CallBridge``, driven by random sequences of Twilio and OpenAI events and clock ticks
-  (only in orders LiveCall can produce), keeps its promises: nothing goes upstream before a
-  verified start, no caller audio before the session is ready, exactly one EndCall and
-  silence after it, a mark after each delta, truncation never beyond what was heard.
+- ``CallBridge``, driven by random sequences of Twilio messages (as text, through its one
+  parsing path), OpenAI events and clock ticks (only in orders LiveCall can produce),
+  keeps its promises: nothing goes upstream before a verified start, no caller audio
+  before the session is ready and then all of it held so far, in order (the latest
+  ``Limits.early_audio_frames``), nothing that is not base64 audio, exactly one EndCall and
+  silence after it, a mark after each delta (only the comfort tone goes without, and only
+  before the assistant's first audio), truncation never beyond what was heard.
 
 Bounded: at most 200 examples a property, no example database; no per-example deadline
 (a slow CI runner is not a failure).
@@ -27,20 +30,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 
+from relay import comfort_tone, stream_token
 from relay import openai_protocol as oai
-from relay import stream_token
 from relay import twilio_protocol as tw
-from relay.bridge import (
-    Action,
-    BridgeSettings,
-    CallBridge,
-    CallState,
-    EndCall,
-    OpenUpstream,
-    SendOpenAI,
-    SendTwilio,
-)
+from relay.actions import Actions, EndCall, OpenUpstream, UpdateCall
+from relay.assistant import Assistant
+from relay.bridge import CallBridge, CallState
+from relay.call_settings import BridgeSettings, persona
 from relay.errors import FrameError, OpenAIProtocolError, TwilioProtocolError, UpstreamError
+from relay.limits import Limits
 from relay.log import CallLog
 from relay.replay_guard import ReplayGuard
 from relay.ws_frames import OP_BINARY, OP_TEXT, FrameDecoder, encode_frame
@@ -58,8 +56,8 @@ json_values = st.recursive(
     max_leaves=20,
 )
 event_names = st.sampled_from(["connected", "start", "media", "mark", "dtmf", "stop", "clear"]) | st.text(max_size=12)
-stream_sids = st.from_regex(r"MZ[0-9A-Za-z]{1,62}", fullmatch=True)
-call_sids = st.from_regex(r"CA[0-9A-Za-z]{1,62}", fullmatch=True)
+stream_sids = st.from_regex(r"MZ[0-9a-fA-F]{32}", fullmatch=True)
+call_sids = st.from_regex(r"CA[0-9a-fA-F]{32}", fullmatch=True)
 
 
 @st.composite
@@ -80,7 +78,7 @@ def mangled(draw: st.DrawFn) -> str:
     """A real Twilio message, cut short, with a character slipped in, or repeated."""
     sid = draw(stream_sids)
     text = draw(st.sampled_from([
-        tw.media(sid, "AAAA"), json.dumps({"event": "start", "start": {"streamSid": sid, "callSid": "CA1"}}),
+        tw.media(sid, "AAAA"), json.dumps({"event": "start", "start": {"streamSid": sid, "callSid": "CA" + "1" * 32}}),
         json.dumps({"event": "stop", "streamSid": sid}), '{"event": "mark", "mark": {"name": "1"}}',
     ]))
     cut = draw(st.integers(0, len(text)))
@@ -127,7 +125,8 @@ def test_openai_parse_returns_an_event_or_a_protocol_error(text: str) -> None:
 @BOUNDED
 @given(stream=stream_sids, call=call_sids, account=st.text(max_size=40),
        params=st.dictionaries(st.text(max_size=20), st.text(max_size=80), max_size=5),
-       payload=st.text(max_size=300), name=st.text(max_size=40), digit=st.text(max_size=2))
+       payload=st.binary(min_size=1, max_size=300).map(lambda b: base64.b64encode(b).decode()),
+       name=st.text(max_size=40), digit=st.text(max_size=2))
 def test_valid_twilio_messages_round_trip(stream: str, call: str, account: str, params: dict[str, str],
                                           payload: str, name: str, digit: str) -> None:
     start = tw.parse(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": stream, "start": {
@@ -146,6 +145,23 @@ def test_valid_twilio_messages_round_trip(stream: str, call: str, account: str, 
     assert isinstance(dtmf, tw.Dtmf) and dtmf.digit == digit
     stop = tw.parse(json.dumps({"event": "stop", "streamSid": stream, "stop": {"callSid": call}}))
     assert isinstance(stop, tw.Stop) and (stop.stream_sid, stop.call_sid) == (stream, call)
+
+
+@BOUNDED
+@given(stream=stream_sids, payload=st.text(max_size=400))
+def test_media_carries_only_base64_audio(stream: str, payload: str) -> None:
+    """Any payload parses as the exact string sent if it is base64, and is refused otherwise."""
+    text = json.dumps({"event": "media", "streamSid": stream, "media": {"payload": payload}})
+    try:
+        valid = bool(payload) and base64.b64decode(payload, validate=True) is not None and len(payload) % 4 == 0
+    except ValueError:
+        valid = False
+    try:
+        media = tw.parse(text)
+    except TwilioProtocolError as exc:
+        assert not valid and exc.event == tw.EVENT_MEDIA
+        return
+    assert valid and isinstance(media, tw.Media) and media.payload == payload
 
 
 @BOUNDED
@@ -208,12 +224,15 @@ SECRET = "p" * 40
 CALL = "CA" + "7" * 32
 STREAM = "MZ" + "8" * 32
 START_TIMEOUT_S, SESSION_TIMEOUT_S, MAX_CALL_S = 5.0, 8.0, 60.0
+ASSISTANT = Assistant(instructions="Be brief.", greeting="Hi.", voice="marin")
 GREETING = oai.greeting("Hi.")
 # Thousands of examples, each logging its warnings: keep them out of pytest's capture.
 QUIET_LOG = logging.getLogger("test.properties.quiet")
 QUIET_LOG.propagate = False
 QUIET_LOG.addHandler(logging.NullHandler())
-SESSION_UPDATE = oai.session_update(voice="marin", instructions="Be brief.")
+SESSION_UPDATE = persona(ASSISTANT).session_update
+# Small enough that scripts overflow the held audio and run into the bad-message limit.
+LIMITS = Limits(early_audio_s=0.1, max_bad_messages=6)
 
 Step = tuple[Any, ...]
 steps = st.one_of(
@@ -288,6 +307,10 @@ class Model:
     upstream_gone: bool = False  # it failed, or closed
     twilio_gone: bool = False
     ready: bool = False  # session.updated accepted: caller audio may flow
+    early: list[str] = field(default_factory=list)  # caller audio held until the session is ready
+    bad: int = 0  # messages no Twilio sends
+    tone: bool = False  # the comfort tone is queued at Twilio
+    spoke: bool = False  # the assistant's first audio went out
     ends: list[EndCall] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # every mark name sent to Twilio
     pending: list[tuple[str, str, int]] = field(default_factory=list)  # (mark, item, bytes) not yet played
@@ -320,7 +343,11 @@ def _start_sid(step: Step) -> str:
     return "MZ" + "5" * 32 if step[2] else STREAM
 
 
-def _deliver(m: Model, step: Step) -> list[Action] | None:
+def _wire(event: str, stream_sid: str, body: dict[str, Any]) -> str:
+    return json.dumps({"event": event, "streamSid": stream_sid, event: body})
+
+
+def _deliver(m: Model, step: Step) -> Actions | None:
     """Feed one step, as LiveCall would (or None: LiveCall could not produce it now)."""
     b = m.bridge
     kind = step[0]
@@ -329,45 +356,47 @@ def _deliver(m: Model, step: Step) -> list[Action] | None:
     if twilio_side and m.twilio_gone:
         return None
     if kind == "start":
-        return b.on_twilio(tw.Start.of(_start_sid(step), CALL, _token(step[1], m.clock)))
+        sid = _start_sid(step)
+        return b.twilio_messages([json.dumps({"event": "start", "streamSid": sid, "start": {
+            "streamSid": sid, "callSid": CALL, "accountSid": "AC1", "customParameters": _token(step[1], m.clock)}})])
     if kind == "media":
-        return b.on_twilio(tw.Media.of(m.stream_sid if step[1] else "MZ" + "6" * 32, _b64(step[2])))
+        return b.twilio_messages([_wire("media", m.stream_sid if step[1] else "MZ" + "6" * 32,
+                                        {"payload": _b64(step[2])})])
     if kind == "mark":
         name = _mark_name(m, step[2])
-        return b.on_twilio(tw.Mark.of(m.stream_sid if step[1] else "MZ" + "6" * 32, name))
+        return b.twilio_messages([_wire("mark", m.stream_sid if step[1] else "MZ" + "6" * 32, {"name": name})])
     if kind == "stop":
-        return b.on_twilio(tw.Stop.of(STREAM, CALL))
+        return b.twilio_messages([_wire("stop", STREAM, {"callSid": CALL})])
     if kind == "dtmf":
-        return b.on_twilio(tw.parse(json.dumps({"event": "dtmf", "streamSid": m.stream_sid, "dtmf": {"digit": "5"}})))
+        return b.twilio_messages([_wire("dtmf", m.stream_sid, {"digit": "5"})])
     if kind == "connected":
-        return b.on_twilio(tw.Connected("Call", "1.0.0"))
+        return b.twilio_messages(['{"event": "connected", "protocol": "Call", "version": "1.0.0"}'])
     if kind == "unknown":
-        return b.on_twilio(tw.Unknown("novel"))
-    if kind == "invalid_start":  # a start that failed validation: LiveCall asks the bridge
-        return b.on_invalid_message(TwilioProtocolError(
-            "invalid start message: Expected `str`, got `null` - at `$.start.callSid`", event=tw.EVENT_START))
+        return b.twilio_messages(['{"event": "novel"}'])
+    if kind == "invalid_start":  # a start that fails validation
+        return b.twilio_messages(['{"event": "start", "start": {"streamSid": "' + STREAM + '", "callSid": null}}'])
     if kind == "twilio_closed":
         m.twilio_gone = True
-        return b.on_twilio_closed()
+        return b.twilio_closed()
     if kind == "tick":
         m.clock.now += step[1]
-        return b.on_tick(m.clock.now)
+        return b.tick(m.clock.now)
     # The OpenAI side: the socket opens only after the token checked out, at most once.
     if kind == "upstream_open":
         if not m.verified or m.opened or m.upstream_gone:
             return None
         m.opened = True
-        return b.on_upstream_open()
+        return b.upstream_open()
     if kind == "upstream_failed":
         if m.opened or m.upstream_gone:
             return None
         m.upstream_gone = True
-        return b.on_upstream_failed(UpstreamError(step[1], "refused", status=401 if step[1] == "handshake" else None))
+        return b.upstream_failed(UpstreamError(step[1], "refused", status=401 if step[1] == "handshake" else None))
     if not m.opened or m.upstream_gone:
         return None
     if kind == "upstream_closed":
         m.upstream_gone = True
-        return b.on_upstream_closed(1011, "gone")
+        return b.upstream_closed(1011, "gone")
     events: dict[str, oai.OpenAIEvent] = {
         "speech_started": oai.SpeechStarted(),
         "session_created": oai.SessionCreated(),
@@ -387,55 +416,94 @@ def _deliver(m: Model, step: Step) -> list[Action] | None:
     return b.on_openai(events[kind])
 
 
-def _check(m: Model, step: Step, actions: list[Action], was_active: bool) -> None:
+def _expect_input(m: Model, step: Step, was_active: bool) -> None:
+    """What a Twilio step should do to the model before its actions are checked."""
+    if step[0] == "media":
+        if step[2] == 0:  # an empty payload is not audio: a bad message, whatever the state
+            m.bad += 1
+        elif step[1] and m.verified and not was_active and not m.ended:
+            m.early = [*m.early, _b64(step[2])][-LIMITS.early_audio_frames:]
+    elif step[0] == "invalid_start" and m.verified:
+        m.bad += 1
+
+
+def _check(m: Model, step: Step, actions: Actions, was_active: bool) -> None:
     """The bridge's promises, for one step's actions."""
     if m.ended:
-        assert actions == [], f"actions after EndCall: {actions}"
+        assert not actions, f"actions after EndCall: {actions}"
     kind = step[0]
     heard_item, heard_bytes = m.heard_item, m.heard_bytes  # before this step's clear, if any
-    for index, action in enumerate(actions):
-        if isinstance(action, OpenUpstream):
-            assert kind == "start" and step[1] == "valid" and not m.verified
-            m.verified = True
-            m.stream_sid = _start_sid(step)
-        elif isinstance(action, SendOpenAI):
-            assert m.verified and m.opened, "something went upstream before a verified start and an open socket"
-            event = json.loads(action.text)
-            if event["type"] == oai.TYPE_APPEND:
-                assert was_active and m.ready, "caller audio upstream before the session was ready"
-                assert kind == "media" and step[1] and event["audio"] == _b64(step[2])
-            elif event["type"] == oai.TYPE_SESSION_UPDATE:
-                assert kind == "upstream_open"
-            elif event["type"] == oai.TYPE_TRUNCATE:
-                item, end_ms = event["item_id"], event["audio_end_ms"]
-                hypothesis_event("truncated after hearing audio" if end_ms else "truncated before any was heard")
-                heard = heard_bytes if heard_item == item else 0
-                assert 0 <= end_ms == heard // tw.BYTES_PER_MS <= m.sent_bytes.get(item, 0) // tw.BYTES_PER_MS
-            else:
-                assert event["type"] == oai.TYPE_RESPONSE_CREATE and kind == "session_updated"
-        elif isinstance(action, SendTwilio):
-            assert m.ready
-            message = json.loads(action.text)
-            assert message["streamSid"] == m.stream_sid
-            if message["event"] == "media":
-                follow = actions[index + 1]
-                assert isinstance(follow, SendTwilio), "a media message without its mark"
-                mark = json.loads(follow.text)
-                assert mark["event"] == "mark" and mark["mark"]["name"] not in m.names
-                size = len(base64.b64decode(message["media"]["payload"]))
-                m.names.append(mark["mark"]["name"])
-                m.pending.append((mark["mark"]["name"], step[1], size))
-                m.sent_bytes[step[1]] = m.sent_bytes.get(step[1], 0) + size
-            elif message["event"] == "clear":
-                assert kind == "speech_started"
+    for effect in actions.effects:
+        if isinstance(effect, UpdateCall):  # the time limit's hang-up, once its goodbye is over
+            assert m.ready and effect.destination is None and m.clock.now - m.accepted_at > MAX_CALL_S
+            hypothesis_event("time limit: call completed through the REST API")
+            continue
+        assert isinstance(effect, OpenUpstream)
+        assert kind == "start" and step[1] == "valid" and not m.verified
+        m.verified = True
+        m.stream_sid = _start_sid(step)
+    appends = []
+    for text in actions.to_openai:
+        assert m.verified and m.opened, "something went upstream before a verified start and an open socket"
+        event = json.loads(text)
+        if event["type"] == oai.TYPE_APPEND:
+            assert m.ready or kind == "session_updated", "caller audio upstream before the session was ready"
+            appends.append(event["audio"])
+        elif event["type"] == oai.TYPE_SESSION_UPDATE:
+            assert kind == "upstream_open"
+        elif event["type"] == oai.TYPE_TRUNCATE:
+            item, end_ms = event["item_id"], event["audio_end_ms"]
+            hypothesis_event("truncated after hearing audio" if end_ms else "truncated before any was heard")
+            heard = heard_bytes if heard_item == item else 0
+            assert 0 <= end_ms == heard // tw.BYTES_PER_MS <= m.sent_bytes.get(item, 0) // tw.BYTES_PER_MS
+        elif event["type"] == oai.TYPE_ITEM_CREATE:  # the keys the caller pressed, after "#" or a pause
+            assert m.ready and kind in ("dtmf", "tick") and event["item"]["role"] == "user"
+            hypothesis_event("digits given to the model")
+        elif event["type"] == oai.TYPE_RESPONSE_CANCEL:  # the time limit cuts a response short
+            assert kind == "tick" and m.clock.now - m.accepted_at > MAX_CALL_S
+        else:
+            assert event["type"] == oai.TYPE_RESPONSE_CREATE
+            if kind == "session_updated":
+                assert actions.to_openai[-1] == text, "the greeting comes after the caller's held audio"
+            else:  # answering digits, or the time limit's goodbye
+                assert m.ready and kind in ("dtmf", "tick", "response_done", "response_failed")
+    if kind == "session_updated" and appends:
+        hypothesis_event("held caller audio sent once the session was ready")
+        assert appends == m.early, "held caller audio lost, reordered or invented"
+    elif kind == "media" and appends:
+        assert was_active and step[1] and appends == [_b64(step[2])]
+    else:
+        assert not appends, "caller audio upstream outside a media step or the session's opening"
+    twilio = actions.to_twilio
+    for index, text in enumerate(twilio):
+        message = json.loads(text)
+        assert m.verified and message["streamSid"] == m.stream_sid
+        if message["event"] == "media":
+            follow = json.loads(twilio[index + 1]) if index + 1 < len(twilio) else {}
+            if follow.get("event") != "mark":  # only the comfort tone goes without a mark
+                assert message["media"]["payload"] in comfort_tone.CHUNKS and not m.spoke
+                hypothesis_event("comfort tone")
+                m.tone = True
+                continue
+            assert m.ready and follow["mark"]["name"] not in m.names
+            size = len(base64.b64decode(message["media"]["payload"]))
+            m.names.append(follow["mark"]["name"])
+            m.pending.append((follow["mark"]["name"], step[1], size))
+            m.sent_bytes[step[1]] = m.sent_bytes.get(step[1], 0) + size
+            m.spoke = True
+        elif message["event"] == "clear":
+            assert kind == "speech_started" or m.tone, "a clear with nothing to clear"
+            if kind == "speech_started":
                 m.pending.clear()  # Twilio echoes them all, but none of them played
                 m.heard_item, m.heard_bytes = "", 0
-        elif isinstance(action, EndCall):
-            assert not m.ended, "a second EndCall"
-            m.ends.append(action)
-            _check_ending(m, step, action)
+            m.tone = False
+    if actions.end is not None:
+        assert not m.ended, "a second EndCall"
+        m.ends.append(actions.end)
+        _check_ending(m, step, actions.end)
     if kind == "session_updated" and step[1] and m.verified and m.opened and not m.ended and not m.ready:
         m.ready = True
+        m.early = []
 
 
 def _check_ending(m: Model, step: Step, end: EndCall) -> None:
@@ -444,12 +512,14 @@ def _check_ending(m: Model, step: Step, end: EndCall) -> None:
         assert step[0] == "tick" and age > START_TIMEOUT_S
     elif end.reason == "session_timeout":
         assert step[0] == "tick" and age > SESSION_TIMEOUT_S and not m.ready
-    elif end.reason == "max_call_length":
-        assert step[0] == "tick" and age > MAX_CALL_S
+    elif end.reason.startswith("max_call_length"):
+        assert age > MAX_CALL_S
     elif end.reason == "openai_error":
         assert step[0] in ("error", "response_failed")
     elif end.reason == "invalid_start":
         assert step[0] == "invalid_start" and not m.verified and end.close_code == 1008
+    elif end.reason == "twilio_protocol_error":
+        assert m.bad >= LIMITS.max_bad_messages and end.close_code == 1008
     elif end.reason.startswith("token_"):
         assert step[0] == "start" and (step[1] != "valid") != (end.reason == "token_replayed")
         assert end.close_code == 1008
@@ -476,15 +546,18 @@ def _echo(m: Model, step: Step, name: str) -> None:
 
 @settings(BOUNDED, max_examples=200)
 @given(call_scripts(), st.sampled_from([False] * 7 + [True]))
+@example([("start", "valid", False), ("upstream_open",), ("session_updated", True), ("dtmf",), ("tick", 2.0)], False)
+@example([("start", "valid", False), ("upstream_open",), ("session_updated", True), ("response_done",),
+          *[("tick", 5.0)] * 13], False)
 def test_call_bridge_keeps_its_promises_whatever_the_peers_do(sequence: list[Step], replayed: bool) -> None:
     clock = Clock()
     guard = ReplayGuard()
     if replayed:  # this CallSid already had its stream: a valid token is a replay now
         guard.claim(CALL, clock.wall() + 300, clock.wall())
     bridge = CallBridge(
-        BridgeSettings(stream_token_secret=SECRET, session_update=SESSION_UPDATE, greeting=GREETING,
+        BridgeSettings(stream_token_secret=SECRET, personas={"": persona(ASSISTANT)},
                        start_timeout_s=START_TIMEOUT_S, session_timeout_s=SESSION_TIMEOUT_S, max_call_s=MAX_CALL_S),
-        monotonic=clock.monotonic, wall=clock.wall, replay_guard=guard,
+        LIMITS, monotonic=clock.monotonic, wall=clock.wall, replay_guard=guard,
         log=CallLog(QUIET_LOG, "p"),
     )
     m = Model(clock, bridge, clock.now)
@@ -495,11 +568,12 @@ def test_call_bridge_keeps_its_promises_whatever_the_peers_do(sequence: list[Ste
         if actions is None:
             continue
         _echo(m, step, mark_name)
+        _expect_input(m, step, was_active)
         if step[0] == "start" and step[1] == "valid" and replayed and not m.verified and not m.ended:
-            assert actions == [EndCall("token_replayed", 1008)]
+            assert actions.end == EndCall("token_replayed", 1008) and not actions.effects
         _check(m, step, actions, was_active)
-        if step[0] == "invalid_start":  # before a verified start it ends the call; after, it changes nothing
-            assert m.ended if not m.verified else actions == []
+        if step[0] == "invalid_start" and not m.verified:  # before a verified start it ends the call
+            assert m.ended
         # Liveness: a call past a deadline it has not met is over.
         if step[0] == "tick" and not m.ended:
             age = clock.now - m.accepted_at

@@ -176,7 +176,7 @@ def test_megabytes_of_unfinished_headers_leave_the_workers_memory_alone(
 def limited(make_relay: Any, fresh_model: sm.StandinModel) -> Any:
     """``limited(**limits)``: an in-process relay with RequestLimits changed."""
     def make(**changes: Any) -> RunningRelay:
-        return make_relay(fresh_model.url, limits=RequestLimits(diagnostic_interval_s=0.0, **changes))  # type: ignore[no-any-return]
+        return make_relay(fresh_model.url, request_limits=RequestLimits(diagnostic_interval_s=0.0, **changes))  # type: ignore[no-any-return]
     return make
 
 

@@ -120,7 +120,7 @@ def test_a_flood_writes_its_burst_then_says_how_many_were_dropped(
     make_relay: Any, fresh_model: sm.StandinModel, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="relay")
-    relay = make_relay(fresh_model.url, limits=RequestLimits(log_burst=5, log_per_s=4.0))
+    relay = make_relay(fresh_model.url, request_limits=RequestLimits(log_burst=5, log_per_s=4.0))
     started = time.monotonic()
     for _ in range(50):
         assert get(relay.http_url + "/wp-login.php")[0] == 404

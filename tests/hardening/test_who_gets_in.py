@@ -77,14 +77,15 @@ def _tokens(call_sid: str) -> dict[str, tuple[dict[str, str], str]]:
         "other_call": ({name: mint(new_sid("CA"))}, "token_mismatch"),
         "expiry_extended": ({name: f"{version}.{int(expires) + 86400}.{mac}"}, "token_mismatch"),
         "malformed": ({name: "v1.not-a-number.x"}, "token_malformed"),
-        "other_version": ({name: f"v2.{expires}.{mac}"}, "token_malformed"),
-        "unicode_digits": ({name: f"v1.{'١٢٣'}.{mac}"}, "token_malformed"),
+        "other_version": ({name: f"v1.{expires}.{mac}"}, "token_malformed"),
+        "unicode_digits": ({name: f"v2.{'١٢٣'}.{mac}"}, "token_malformed"),
+        "called_number_altered": ({name: good, stream_token.CALLED_PARAMETER: "+15550003333"}, "token_mismatch"),
         "oversized": ({name: good + "A" * 300}, "token_malformed"),
         "wrong_parameter_name": ({"token": good}, "token_missing"),
     }
 
 
-TOKEN_CASES = list(_tokens("CA0")) + ["replayed_after_the_call", "replayed_during_the_call"]
+TOKEN_CASES = list(_tokens("CA" + "0" * 32)) + ["replayed_after_the_call", "replayed_during_the_call"]
 
 
 def _start_and_push_audio(relay: RunningRelay, call_sid: str, params: dict[str, str]) -> tuple[int | None, str]:
@@ -148,7 +149,7 @@ def _signature(kind: str, ws_base: str) -> str | None:
         "another_url": validator.compute_signature("wss://somewhere-else.example.com" + STREAM_PATH, {}),
         "another_auth_token": signature_for(ws_base, "another-auth-token-0123456789"),
         "with_a_query_string": validator.compute_signature(ws_base + STREAM_PATH + "?x=1", {}),
-        "with_form_params": validator.compute_signature(ws_base + STREAM_PATH, {"CallSid": "CA1"}),
+        "with_form_params": validator.compute_signature(ws_base + STREAM_PATH, {"CallSid": "CA" + "1" * 32}),
     }[kind]
 
 

@@ -6,7 +6,6 @@ import os
 import signal
 
 from relay.capacity import CallTable, LocalCallCounter
-from relay.replay_guard import ReplayGuard
 
 
 def test_local_counter_respects_the_limit() -> None:
@@ -63,15 +62,6 @@ def test_a_killed_workers_slot_is_reclaimed() -> None:
     assert table.claim_slot(2) == slot
     assert table.total() == 0
     table.close()
-
-
-def test_replay_guard_forgets_expired_entries() -> None:
-    guard = ReplayGuard()
-    assert guard.claim("CA1", expires=100, now=10)
-    assert not guard.claim("CA1", expires=100, now=20)
-    assert guard.claim("CA2", expires=200, now=150)  # CA1 has expired and is pruned
-    assert len(guard) == 1
-    assert guard.claim("CA1", expires=300, now=160)
 
 
 def test_one_diagnostic_at_a_time_and_an_interval_between_two() -> None:

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from typing import Any
 
+import gevent.pool
+
 from scripts import standin_model as sm
 from scripts.call import SimulatedCaller, target_from_relay
+from scripts.fakes.twilio_messages import InboundStream
 from tests.conftest import AUTH_TOKEN, DIAGNOSTIC_AUTH, ROOT, STREAM_SECRET, GunicornRelay
+from tests.hardening.support import await_close, connect
 from tests.helpers import QUIET, get, wait_until
 
 
@@ -94,3 +99,77 @@ def test_two_workers_share_max_calls_and_healthz(gunicorn_relay: Any, standin: s
     for call in calls:
         call.finish()
     assert wait_until(lambda: json.loads(get(relay.http_url + "/healthz", DIAGNOSTIC_AUTH)[2])["active_calls"] == 0)
+
+
+def _replay(relay: GunicornRelay, call_sid: str, parameters: dict[str, str]) -> tuple[int | None, str]:
+    """A signed stream whose start replays another call's CallSid and parameters; how it was closed."""
+    stream = InboundStream(call_sid)
+    ws = connect(relay.ws_url)
+    ws.send(stream.connected())
+    ws.send(stream.start(parameters))
+    closed = await_close(ws, 5)
+    return closed.code, closed.reason
+
+
+def test_a_replayed_token_is_refused_whichever_worker_takes_it(
+    gunicorn_relay: Any, standin: sm.StandinModel
+) -> None:
+    relay = gunicorn_relay(standin.url, RELAY_WORKERS="2")
+    assert wait_until(lambda: relay.log().count("relay.configured") == 2, 10)  # both loaded (see above)
+    workers = set(relay.worker_pids())
+    call = call_to(relay, hold_s=30)
+    assert call.begin()
+    target = call.target
+
+    def refused_by() -> set[int]:
+        found = re.findall(r"call\.rejected conn=(\d+)-\d+ \S+ \S+ reason=token_replayed", relay.log())
+        return {int(pid) for pid in found}
+
+    # The kernel hands each connection to either worker: replay until both have refused
+    # (bounded), four at a time so that both are woken.
+    for _ in range(15):
+        verdicts = gevent.pool.Pool(4).map(lambda _n: _replay(relay, target.call_sid, target.parameters), range(4))
+        assert verdicts == [(1008, "token_replayed")] * 4
+        if wait_until(lambda: refused_by() == workers, 0.5):
+            break
+    assert refused_by() == workers, f"refused by {refused_by()} of {workers}: the replays never reached both"
+
+    result = call.finish()
+    assert result.close_code == 1000  # the real call went on, untouched
+    assert _replay(relay, target.call_sid, target.parameters) == (1008, "token_replayed")  # and after it
+    assert standin.handshakes == 1 and len(standin.sessions) == 1
+
+
+def test_json_logs_are_one_object_per_line_with_the_calls_fields(
+    gunicorn_relay: Any, standin: sm.StandinModel
+) -> None:
+    relay = gunicorn_relay(standin.url, RELAY_LOG_FORMAT="json")
+    call = call_to(relay)
+    result = call.run()
+    assert result.close_code == 1000
+    assert wait_until(lambda: '"call.ended"' in relay.log(), 3)
+
+    lines = relay.log().splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert all(line.startswith("[") for line in lines if not line.startswith("{")), "only gunicorn's own lines"
+    ended = next(r for r in records if r["event"] == "call.ended")
+    assert ended["logger"] == "relay.live_call" and ended["level"] == "INFO"
+    assert ended["call_sid"] == call.target.call_sid and ended["stream_sid"].startswith("MZ")
+    assert ended["reason"] == "caller_hangup" and isinstance(ended["duration_s"], float)
+    assert {r["event"] for r in records} >= {"relay.configured", "call.accepted", "twilio.start",
+                                             "openai.session_updated", "call.first_audio"}
+
+
+def test_a_peer_cannot_write_a_log_line_of_its_own(gunicorn_relay: Any, standin: sm.StandinModel) -> None:
+    relay = gunicorn_relay(standin.url, RELAY_LOG_LEVEL="DEBUG")
+    forged = "2026-01-01T00:00:00.000Z WARNING relay.bridge call.rejected reason=forged"
+    ws = connect(relay.ws_url)
+    ws.send(json.dumps({"event": "connected", "protocol": f"Call\r\n{forged}\u2028{forged}", "version": "1.0.0"}))
+    ws.send(json.dumps({"event": f"x\n{forged}"}))  # an unknown event, named by the peer
+    ws.send(InboundStream(f"CA{'0' * 32}\n").start({}))  # a CallSid with a newline: refused, logged quoted
+    await_close(ws, 5)
+    assert wait_until(lambda: "call.ended" in relay.log(), 5)
+
+    log = relay.log()
+    assert "twilio.connected" in log and "twilio.unknown_event" in log and "invalid_start" in log
+    assert not any(line.startswith("2026-01-01") for line in log.splitlines()), log

@@ -11,6 +11,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from relay import openai_protocol as oai
+from relay.assistant import Assistant, Tool
 from relay.config import VOICES
 from relay.errors import OpenAIProtocolError
 from tests.helpers import assert_ga_client_event
@@ -75,6 +76,9 @@ def test_session_update_has_no_beta_field() -> None:
         oai.response_create("Say hi."),
         oai.greeting("Hello, you've reached Liveline."),
         oai.truncate("item_abc", 1480),
+        oai.function_call_output("call_abc", '{"status": "shipped"}'),
+        oai.function_call_output("call_abc", '{"error": "lookup_order timed out"}'),
+        oai.user_text("The caller pressed 4 2 #"),
     ],
 )
 def test_every_builder_is_a_valid_ga_client_event(text: str) -> None:
@@ -100,3 +104,45 @@ def test_session_updated_with_other_formats_is_reported() -> None:
     event = oai.parse(json.dumps({"type": "session.updated", "session": {
         "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}}}}}))
     assert event == oai.SessionUpdated.of("audio/pcm", "")
+
+
+# -- tools, transcription and the items the relay adds (issues 16 and 17) ------------------------
+
+ACTING = Assistant(
+    instructions="Be Acme.", greeting="Hi.", voice="marin",
+    tools=(Tool("lookup_order", "Look up an order.", "https://tools.example.com",
+                '{"type":"object","required":["order_id"],"properties":{"order_id":{"type":"string"}}}'),),
+    transfer_destinations=(("sales", "+15550100001"), ("front desk", "sip:desk@pbx.example.com")),
+)
+
+
+def test_session_update_with_tools_and_transcription_is_ga() -> None:
+    event = json.loads(oai.session_update(voice="marin", instructions="x", tools=ACTING.session_tools(),
+                                          transcription_model="gpt-4o-mini-transcribe"))
+    assert_ga_client_event(event)
+    session = event["session"]
+    assert [tool["name"] for tool in session["tools"]] == ["lookup_order", "end_call", "transfer_call"]
+    assert all(tool["type"] == "function" for tool in session["tools"])
+    assert session["tool_choice"] == "auto"
+    assert session["audio"]["input"]["transcription"] == {"model": "gpt-4o-mini-transcribe"}
+    assert session["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+
+
+def test_session_update_without_tools_or_transcription_sends_neither() -> None:
+    session = json.loads(oai.session_update(voice="marin", instructions="x"))["session"]
+    assert "tools" not in session and "tool_choice" not in session
+    assert "transcription" not in session["audio"]["input"]
+    assert "transcription" not in json.loads(oai.session_update(voice="marin", instructions="x",
+                                                                transcription_model=""))["session"]["audio"]["input"]
+
+
+def test_function_call_output_fields() -> None:
+    assert json.loads(oai.function_call_output("call_1", '{"ok":true}')) == {
+        "type": "conversation.item.create",
+        "item": {"type": "function_call_output", "call_id": "call_1", "output": '{"ok":true}'}}
+
+
+def test_user_text_fields() -> None:
+    assert json.loads(oai.user_text('Pressed "4"')) == {
+        "type": "conversation.item.create",
+        "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": 'Pressed "4"'}]}}

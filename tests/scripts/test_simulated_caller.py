@@ -27,7 +27,7 @@ CALLER = f"""
 import json, time
 from scripts.call import SimulatedCaller, StreamTarget
 url = "ws://127.0.0.1:%d/twilio/realtime"
-caller = SimulatedCaller(StreamTarget(url, url, {{}}, "CA1"), auth_token=None, caller_audio=b"",
+caller = SimulatedCaller(StreamTarget(url, url, {{}}, "CA" + "1" * 32), auth_token=None, caller_audio=b"",
                          wait_for_audio=False, hold_s={HOLD_S}, timeout_s={TIMEOUT_S})
 started = time.monotonic()
 result = caller.run()

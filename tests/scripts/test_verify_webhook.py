@@ -21,7 +21,7 @@ LAYERS = ["unsigned_post", "signed_post", "twiml", "stream_url", "relay", "strea
           "fallback"]
 GOOD_TWIML = ('<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="{url}" '
               'statusCallback="https://webhook.example.com/twilio/status" statusCallbackMethod="POST">'
-              '<Parameter name="streamToken" value="v1.{expires}.abc"/></Stream></Connect>{after}</Response>')
+              '<Parameter name="streamToken" value="v2.{expires}.abc"/></Stream></Connect>{after}</Response>')
 
 
 def twiml_app(url: str = RELAY + "/twilio/realtime", after: str = "<Say>Sorry.</Say><Hangup/>",

@@ -28,7 +28,7 @@ def test_a_complete_environment_with_defaults() -> None:
     assert config.stream_url == "wss://relay.example.com/twilio/realtime"
     assert config.status_callback_url == "https://webhook.example.com/twilio/status"
     assert config.fallback_message == DEFAULT_FALLBACK_MESSAGE
-    assert config.stream_token_ttl_s == 300
+    assert config.stream_token_ttl_s == 30
 
 
 def test_optional_values_and_a_trailing_slash() -> None:
@@ -72,7 +72,7 @@ def test_every_problem_is_reported_at_once_with_its_fix() -> None:
     assert "WEBHOOK_PUBLIC_URL must start with https://" in text
     assert "RELAY_PUBLIC_URL must start with wss://: Twilio only streams over TLS" in text
     assert "STREAM_TOKEN_SECRET must be at least 32 characters" in text and "secrets.token_urlsafe" in text
-    assert "STREAM_TOKEN_TTL_SECONDS must be between 30 and 3600" in text
+    assert "STREAM_TOKEN_TTL_SECONDS must be between 15 and 600" in text
     assert "FALLBACK_MESSAGE is blank" in text
     assert "127.0.0.1/localhost only" in text
 
@@ -119,7 +119,8 @@ def test_webhook_url_problems(value: str, fix: str) -> None:
     ("TWILIO_AUTH_TOKEN", AUTH_TOKEN + "\n", "whitespace"),
     ("STREAM_TOKEN_SECRET", " " + STREAM_SECRET, "whitespace"),
     ("STREAM_TOKEN_TTL_SECONDS", "five", "whole number"),
-    ("STREAM_TOKEN_TTL_SECONDS", "3601", "between 30 and 3600"),
+    ("STREAM_TOKEN_TTL_SECONDS", "601", "between 15 and 600"),
+    ("STREAM_TOKEN_TTL_SECONDS", "14", "between 15 and 600"),
     ("FALLBACK_MESSAGE", "x" * 1001, "under 1000"),
 ])
 def test_value_problems(name: str, value: str, fix: str) -> None:

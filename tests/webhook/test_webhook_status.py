@@ -93,6 +93,26 @@ def test_a_status_callback_without_callsid_is_400(post_signed: PostSigned) -> No
     assert b"CallSid is missing" in response.data
 
 
+def test_a_status_callback_with_a_malformed_callsid_is_400(post_signed: PostSigned) -> None:
+    response = post_signed("/twilio/status", status_form(new_call_sid() + "\n", "stream-started"))
+
+    assert response.status_code == 400
+    assert b"CA and 32 hex digits" in response.data
+
+
+def test_no_value_of_the_form_can_split_a_log_line(post_signed: PostSigned, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="webhook_app")
+    forged = "\r\n2026-01-01T00:00:00.000Z WARNING webhook_app.routes stream.status event=stream-error"
+    for event in ("stream-started" + forged, "stream-error"):
+        form = status_form(new_call_sid(), event, StreamSid="MZ" + "1" * 32 + forged, StreamError="x" + forged)
+        assert post_signed("/twilio/status", form).status_code == 204
+
+    lines = [r.getMessage() for r in status_lines(caplog)]
+    assert len(lines) == 2
+    assert all("\n" not in line and "\r" not in line for line in lines), lines
+    assert "stream_sid='MZ" in lines[0] and "\\r\\n2026" in lines[0]  # quoted, escaped, still readable
+
+
 def test_get_status_is_405(client: FlaskClient) -> None:
     assert client.get("/twilio/status").status_code == 405
 

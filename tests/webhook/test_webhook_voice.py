@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask.testing import FlaskClient
+from twilio.request_validator import RequestValidator
 
 from relay import stream_token as relay_token
 from tests.conftest import AUTH_TOKEN, STREAM_SECRET
@@ -26,7 +27,7 @@ from tests.webhook.conftest import (
     webhook_env,
 )
 from webhook_app import create_app
-from webhook_app.config import DEFAULT_FALLBACK_MESSAGE, WebhookConfig
+from webhook_app.config import DEFAULT_FALLBACK_MESSAGE, DEFAULT_STREAM_TOKEN_TTL_S, WebhookConfig
 
 VOICE_URL = PUBLIC_URL + "/twilio/voice"
 PostSigned = Callable[..., Any]
@@ -197,15 +198,27 @@ def test_parameters_carry_the_token_and_the_numbers(post_signed: PostSigned) -> 
 
 def test_the_token_verifies_with_the_relays_verifier_for_this_call_only(post_signed: PostSigned) -> None:
     call_sid = new_call_sid()
-    token = parameters(stream_of(post_signed("/twilio/voice", voice_form(call_sid))))["streamToken"]
+    params = parameters(stream_of(post_signed("/twilio/voice", voice_form(call_sid))))
 
-    assert relay_token.verify(STREAM_SECRET, token, call_sid, now=NOW + 1) == int(NOW) + 300
+    assert relay_token.verify_parameters(STREAM_SECRET, params, call_sid, now=NOW + 1) == (
+        int(NOW) + DEFAULT_STREAM_TOKEN_TTL_S, CALLER, CALLED)
     with pytest.raises(relay_token.StreamTokenError) as other_call:
-        relay_token.verify(STREAM_SECRET, token, new_call_sid(), now=NOW + 1)
+        relay_token.verify_parameters(STREAM_SECRET, params, new_call_sid(), now=NOW + 1)
     assert other_call.value.reason == "mismatch"
     with pytest.raises(relay_token.StreamTokenError) as other_secret:
-        relay_token.verify("another-stream-secret-0123456789abcdef", token, call_sid, now=NOW + 1)
+        relay_token.verify_parameters("another-stream-secret-0123456789abcdef", params, call_sid, now=NOW + 1)
     assert other_secret.value.reason == "mismatch"
+
+
+def test_the_token_binds_the_numbers_the_twiml_carries(post_signed: PostSigned) -> None:
+    """The relay picks the assistant by the called number: a caller must not be able to change it."""
+    call_sid = new_call_sid()
+    params = parameters(stream_of(post_signed("/twilio/voice", voice_form(call_sid))))
+
+    for name, value in (("calledNumber", "+15550003333"), ("callerNumber", "+15550009999")):
+        with pytest.raises(relay_token.StreamTokenError) as altered:
+            relay_token.verify_parameters(STREAM_SECRET, {**params, name: value}, call_sid, now=NOW + 1)
+        assert altered.value.reason == "mismatch"
 
 
 def test_the_token_expires_after_the_configured_ttl() -> None:
@@ -215,11 +228,11 @@ def test_the_token_expires_after_the_configured_ttl() -> None:
     form = voice_form(call_sid)
     response = app.test_client().post("/twilio/voice", data=form,
                                       headers={"X-Twilio-Signature": sign(VOICE_URL, form)})
-    token = parameters(stream_of(response))["streamToken"]
+    params = parameters(stream_of(response))
 
-    assert relay_token.verify(STREAM_SECRET, token, call_sid, now=NOW + 60) == int(NOW) + 60
+    assert relay_token.verify_parameters(STREAM_SECRET, params, call_sid, now=NOW + 60).expires == int(NOW) + 60
     with pytest.raises(relay_token.StreamTokenError) as expired:
-        relay_token.verify(STREAM_SECRET, token, call_sid, now=NOW + 60 + 31)  # relay allows 30 s skew
+        relay_token.verify_parameters(STREAM_SECRET, params, call_sid, now=NOW + 60 + 31)  # relay allows 30 s skew
     assert expired.value.reason == "expired"
 
 
@@ -271,6 +284,30 @@ def test_a_signed_form_without_callsid_is_400_with_a_clear_message(post_signed: 
     assert response.status_code == 400
     assert response.mimetype == "text/plain"
     assert b"CallSid is missing" in response.data
+
+
+def test_a_re_cut_signed_form_mints_nothing(client: FlaskClient) -> None:
+    """Twilio's signature runs names and values together, so it cannot tell these two forms apart."""
+    call_sid = new_call_sid()
+    form = voice_form(call_sid)
+    signature = sign(VOICE_URL, form)
+    re_cut = {k: v for k, v in form.items() if k != "CallStatus"}
+    re_cut["CallSid"] = call_sid + "CallStatus" + form["CallStatus"]
+    assert RequestValidator(AUTH_TOKEN).validate(VOICE_URL, re_cut, signature)  # the same signature holds
+
+    response = client.post("/twilio/voice", data=re_cut, headers={"X-Twilio-Signature": signature})
+
+    assert response.status_code == 400
+    assert b"CA and 32 hex digits" in response.data and b"<Stream" not in response.data
+
+
+@pytest.mark.parametrize("call_sid", ["CA1", "CA" + "a" * 31, "CA" + "a" * 32 + "\n", "CA" + "z" * 32,
+                                      "XX" + "a" * 32])
+def test_only_a_twilio_shaped_call_sid_gets_a_token(post_signed: PostSigned, call_sid: str) -> None:
+    response = post_signed("/twilio/voice", voice_form(call_sid))
+
+    assert response.status_code == 400
+    assert b"streamToken" not in response.data
 
 
 def test_an_unsigned_form_without_callsid_is_403_not_400(client: FlaskClient) -> None:
