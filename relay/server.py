@@ -62,6 +62,7 @@ DIAGNOSTIC_PATH = "/diagnostic/openai"
 # Reasons logged at INFO; every other refusal is a peer anomaly (WARNING).
 _INFO_REASONS = frozenset({"not_websocket", "draining", "diagnostic_busy"})
 _PEER_VALUE_CHARS = 120
+_REQUEST_LINE = " reason=%s status=%d method=%s path=%s remote=%s"
 
 StartResponse = Callable[..., Any]
 
@@ -171,9 +172,11 @@ class RelayApp:
         if dropped is None:
             return
         level = logging.INFO if reason in _INFO_REASONS else logging.WARNING
-        log.log(level, "%s reason=%s status=%d method=%s path=%s remote=%s%s", event, reason, status,
-                peer_value(method), peer_value(path), peer_value(remote),
-                f" suppressed={dropped}" if dropped else "")
+        fields = (reason, status, peer_value(method), peer_value(path), peer_value(remote))
+        if dropped:  # the first line after some were dropped says how many
+            log.log(level, event + _REQUEST_LINE + " suppressed=%d", *fields, dropped)
+        else:
+            log.log(level, event + _REQUEST_LINE, *fields)
 
     # -- admission (runs in the handler, before the 101) -----------------------------------
 
