@@ -17,6 +17,12 @@ would refuse calls while other workers sit idle. Instead:
 
 ``LocalCallCounter`` is the same contract for a single process (tests, ``make run``
 without gunicorn). ``/healthz`` reports ``total()``.
+
+The same table says whether a ``/diagnostic/openai`` check is running and when the last one
+started (``try_begin_diagnostic``): it opens a Realtime session, so the instance runs one at a
+time, at a minimum interval, whichever worker is asked. A worker that dies mid-check does not
+block the next one (its pid is gone). The times are ``time.monotonic()`` readings, which on
+Linux are one clock for every process of the machine.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import Protocol
 from relay.config import MAX_WORKERS
 
 _SLOT = struct.Struct("=qq")  # owner pid (0 free, <0 reserved by the master), live calls
+_GATE = struct.Struct("=qd")  # pid running a diagnostic (0: none), monotonic time the last one started
 
 
 class CallCounter(Protocol):
@@ -48,12 +55,31 @@ class CallCounter(Protocol):
         """Live calls now."""
         ...
 
+    def try_begin_diagnostic(self, now: float, interval_s: float) -> float | None:
+        """None: start a diagnostic now (then ``end_diagnostic``); else seconds to wait first."""
+        ...
+
+    def end_diagnostic(self) -> None:
+        """The diagnostic started by ``try_begin_diagnostic`` is over."""
+        ...
+
+
+def _diagnostic_wait(running: bool, last: float | None, now: float, interval_s: float) -> float | None:
+    """The gate's rule: one at a time, and ``interval_s`` from one start to the next."""
+    if running:
+        return interval_s
+    if last is not None and now - last < interval_s:
+        return interval_s - (now - last)
+    return None
+
 
 class LocalCallCounter:
     """A CallCounter for one process."""
 
     def __init__(self) -> None:
         self._live = 0
+        self._diagnostic_running = False
+        self._diagnostic_last: float | None = None
 
     def try_acquire(self, limit: int) -> bool:
         """Count one more call unless ``limit`` are live."""
@@ -69,6 +95,17 @@ class LocalCallCounter:
     def total(self) -> int:
         """Live calls in this process."""
         return self._live
+
+    def try_begin_diagnostic(self, now: float, interval_s: float) -> float | None:
+        """None: start a diagnostic now; else seconds to wait first."""
+        wait = _diagnostic_wait(self._diagnostic_running, self._diagnostic_last, now, interval_s)
+        if wait is None:
+            self._diagnostic_running, self._diagnostic_last = True, now
+        return wait
+
+    def end_diagnostic(self) -> None:
+        """The diagnostic is over."""
+        self._diagnostic_running = False
 
 
 def _alive(pid: int) -> bool:
@@ -88,9 +125,10 @@ class CallTable:
     # of the worker it replaces is reclaimed.
     def __init__(self, slots: int = 2 * MAX_WORKERS) -> None:
         self.slots = slots
+        size = _SLOT.size * slots + _GATE.size  # the diagnostic gate follows the slots
         self._file = tempfile.TemporaryFile(prefix="liveline-calls-")
-        self._file.truncate(_SLOT.size * slots)
-        self._map = mmap.mmap(self._file.fileno(), _SLOT.size * slots)
+        self._file.truncate(size)
+        self._map = mmap.mmap(self._file.fileno(), size)
 
     def close(self) -> None:
         """Release the shared memory (tests; the relay keeps its table for life)."""
@@ -134,7 +172,33 @@ class CallTable:
 
     def total(self) -> int:
         """Live calls across all live workers (one pass over the table, in C)."""
-        return sum(calls for owner, calls in _SLOT.iter_unpack(self._map) if owner != 0)
+        slots = memoryview(self._map)[: _SLOT.size * self.slots]
+        try:
+            return sum(calls for owner, calls in _SLOT.iter_unpack(slots) if owner != 0)
+        finally:
+            slots.release()
+
+    def try_begin_diagnostic(self, now: float, interval_s: float) -> float | None:
+        """None: this process may start a diagnostic now; else seconds to wait first."""
+        self._lock()
+        try:
+            pid, last = _GATE.unpack_from(self._map, _SLOT.size * self.slots)
+            running = pid != 0 and _alive(pid)
+            wait = _diagnostic_wait(running, last if last > 0 else None, now, interval_s)
+            if wait is None:
+                _GATE.pack_into(self._map, _SLOT.size * self.slots, os.getpid(), now)
+            return wait
+        finally:
+            self._unlock()
+
+    def end_diagnostic(self) -> None:
+        """The diagnostic this process started is over."""
+        self._lock()
+        try:
+            _pid, last = _GATE.unpack_from(self._map, _SLOT.size * self.slots)
+            _GATE.pack_into(self._map, _SLOT.size * self.slots, 0, last)
+        finally:
+            self._unlock()
 
 
 class SharedCallCounter:
@@ -167,6 +231,14 @@ class SharedCallCounter:
     def total(self) -> int:
         """Live calls across the instance."""
         return self._table.total()
+
+    def try_begin_diagnostic(self, now: float, interval_s: float) -> float | None:
+        """None: start a diagnostic now (no other worker runs one); else seconds to wait first."""
+        return self._table.try_begin_diagnostic(now, interval_s)
+
+    def end_diagnostic(self) -> None:
+        """The diagnostic is over."""
+        self._table.end_diagnostic()
 
     def close(self) -> None:
         """Give the slot back (worker exiting)."""

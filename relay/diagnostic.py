@@ -4,7 +4,12 @@ Opens a real socket with the relay's own URL, model and key, sends exactly the
 ``session.update`` every call sends, and waits for ``session.updated``. The answer names
 the stage where it stopped (dns, tcp, tls, handshake, session), the HTTP status of a
 refused handshake, and OpenAI's error code and message, so an operator can tell a
-firewall from a bad key from a model the key may not use. It never echoes the key.
+firewall from a bad key from a model the key may not use. It never echoes the key, nor
+anything key-shaped OpenAI quotes back (``UpstreamError`` strips it).
+
+Because it opens a billable session, ``relay.server`` runs it like a call: it takes a call
+slot (refused at capacity and while draining), and one runs at a time per instance, at most
+one every ``RequestLimits.diagnostic_interval_s`` (``CallCounter.try_begin_diagnostic``).
 """
 
 from __future__ import annotations

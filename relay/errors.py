@@ -1,4 +1,4 @@
-"""The relay's exception tree. Pure: imports nothing from the project.
+"""The relay's exception tree. Pure: imports only ``relay.redact`` from the project.
 
 ::
 
@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from relay.redact import strip_keys
 
 # RFC 6455 section 7.4.1 close codes used by the relay.
 CLOSE_NORMAL = 1000
@@ -79,7 +81,9 @@ class UpstreamError(RelayError):
 
     ``stage`` is the stage that failed: ``dns``, ``tcp``, ``tls``, ``handshake`` or
     ``session``. ``status`` is the HTTP status of a refused handshake, and
-    ``code``/``detail`` are OpenAI's error code and message when it sent one.
+    ``code``/``detail`` are OpenAI's error code and message when it sent one. ``detail``
+    goes to logs and to ``/diagnostic/openai``, so anything key-shaped in it is removed
+    here (OpenAI's 401 quotes the key it was given).
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class UpstreamError(RelayError):
         status: int | None = None,
         code: str | None = None,
     ) -> None:
+        detail = strip_keys(detail)
         super().__init__(f"{stage}: {detail}")
         self.stage = stage
         self.detail = detail

@@ -40,7 +40,7 @@ def on_exit(server: object) -> None:
 
 bind = [_config.relay_bind]
 workers = _config.workers
-# gevent-websocket's gunicorn worker, with the relay's handler and a drain that keeps
+# gunicorn's gevent worker, with the relay's handler (relay.edge) and a drain that keeps
 # answering /healthz (503) until the last call has ended.
 worker_class = "relay.worker.RelayWorker"
 # Greenlets per worker: every live call holds one; health checks and probes a few more.

@@ -11,7 +11,7 @@ on becomes ``Unknown``: the API adds events over time. Builders return the JSON 
 send; ``tests/relay/test_openai_protocol.py`` validates every one against the openai
 SDK's GA models and rejects unknown fields.
 
-Pure: the standard library, msgspec and ``relay.errors`` only.
+Pure: the standard library, msgspec, ``relay.errors`` and ``relay.redact`` only.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from msgspec import Struct, field
 
 from relay.errors import OpenAIProtocolError
 from relay.json_text import NotAnEvent, event_name_reader, json_string
+from relay.redact import strip_keys
 
 # -- server event types we act on ------------------------------------------------------
 TYPE_SESSION_CREATED = "session.created"
@@ -278,8 +279,8 @@ class ErrorEvent(Struct, frozen=True, gc=False, tag_field="type", tag=TYPE_ERROR
 
     @property
     def message(self) -> str:
-        """OpenAI's message (cut to 300 characters)."""
-        return (self.error.message or "")[:300]
+        """OpenAI's message (cut to 300 characters), with anything key-shaped removed."""
+        return strip_keys((self.error.message or "")[:1000])[:300]
 
     @property
     def param(self) -> str:

@@ -1,17 +1,22 @@
-"""The relay's WSGI application and its WebSocket handler.
+"""The relay's WSGI application and its HTTP handler.
 
-Routes (a plain WSGI callable: three fixed paths need no framework, and Werkzeug's
+Routes (a plain WSGI callable: four fixed paths need no framework, and Werkzeug's
 routing has a silent trap here: an upgrade reaches only a rule declared with
 ``websocket=True``, otherwise the handshake succeeds and the socket closes with 1005):
 
 - ``GET /twilio/realtime`` with an upgrade: one Twilio media stream = one call.
   Without an upgrade: ``426 Upgrade Required``, ``WebSocket connection expected``.
-- ``GET /healthz``: JSON status; 503 while draining or saturated.
-- ``GET /diagnostic/openai``: bearer-protected upstream check (relay.diagnostic).
+- ``GET /healthz``: ``{"status": "ok"|"saturated"|"draining"}``, 503 unless ok; the full
+  document (version, calls, limit) with ``Authorization: Bearer <DIAGNOSTIC_TOKEN>``.
+- ``GET /livez``: ``200 ok`` whenever the worker can answer at all (saturated or draining too).
+- ``GET /diagnostic/openai``: bearer-protected upstream check (relay.diagnostic), counted as
+  a call, one at a time per instance.
 
-gevent-websocket answers the upgrade *before* the WSGI app runs, so every check that must
-answer instead of ``101`` (route, draining, capacity, ``X-Twilio-Signature``) runs in
-RelayHandler.upgrade_websocket, before the handshake.
+Every connection is read by relay.edge.RelayHandler (request heads within
+relay.request_limits, the upgrade, one log line per request); it asks ``RelayApp.admit``
+whether an upgrade may become a call, and hands plain requests to ``RelayApp`` as WSGI.
+Every check that must answer instead of ``101`` (route, handshake, drain,
+``X-Twilio-Signature``, capacity) runs in ``admit``, before the handshake is answered.
 """
 
 from __future__ import annotations
@@ -20,38 +25,46 @@ import hmac
 import itertools
 import json
 import logging
+import math
 import os
-import socket
-import ssl
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from geventwebsocket.handler import WebSocketHandler
 from twilio.request_validator import RequestValidator
 
 from relay import __version__, call_settings, diagnostic, metrics
 from relay.call_settings import BridgeSettings
 from relay.capacity import CallCounter, LocalCallCounter
 from relay.config import RelayConfig
+from relay.edge import REASON_KEY, RelayHandler
+from relay.handshake import Refusal
+from relay.handshake import check as check_handshake
 from relay.limits import Limits
 from relay.live_call import CallRegistry, LiveCall
+from relay.log_limit import LogLimiter
 from relay.replay_guard import ReplayGuard
 from relay.report_delivery import ReportDelivery
+from relay.request_limits import PendingHeads, RequestLimits
 from relay.tools import ToolRunner
-from relay.transport import WebSocketConnection, server_connection
+from relay.transport import WebSocketConnection
 from relay.twilio_rest import TwilioRest
 from relay.upstream import UpstreamConnector
+
+__all__ = ["RelayApp", "RelayHandler", "create_app"]
 
 log = logging.getLogger(__name__)
 
 STREAM_PATH = "/twilio/realtime"
 HEALTH_PATH = "/healthz"
+LIVE_PATH = "/livez"
 DIAGNOSTIC_PATH = "/diagnostic/openai"
-# A Twilio media frame is about 400 bytes; nothing Twilio sends comes near this.
-MAX_TWILIO_MESSAGE_BYTES = 64 * 1024
+# Reasons logged at INFO; every other refusal is a peer anomaly (WARNING).
+_INFO_REASONS = frozenset({"not_websocket", "draining", "diagnostic_busy"})
+_PEER_VALUE_CHARS = 120
+_REQUEST_LINE = " reason=%s status=%d method=%s path=%s remote=%s"
 
 StartResponse = Callable[..., Any]
-Refusal = tuple[str, str]
 
 
 def _text(start_response: StartResponse, status: str, body: str,
@@ -71,6 +84,18 @@ def _json(start_response: StartResponse, status: str, document: dict[str, Any],
     return [data]
 
 
+def _refused(start_response: StartResponse, environ: dict[str, Any], refusal: Refusal) -> list[bytes]:
+    environ[REASON_KEY] = refusal.reason
+    return _json(start_response, refusal.status_line, {"ok": False, "error": refusal.body},
+                 list(refusal.headers))
+
+
+def peer_value(value: object) -> str:
+    """A value a peer chose, safe in a ``key=value`` line: control characters and spaces escaped, length capped."""
+    text = str(value)[:_PEER_VALUE_CHARS]
+    return text.encode("unicode_escape").decode("ascii").replace(" ", "\\x20") or "-"
+
+
 class RelayApp:
     """The relay: WSGI for plain HTTP, ``run_call`` for upgraded streams."""
 
@@ -81,14 +106,18 @@ class RelayApp:
         counter: CallCounter | None = None,
         ssl_context: Any = None,
         limits: Limits | None = None,
+        request_limits: RequestLimits | None = None,
     ) -> None:
         self.config = config
         self.limits = limits or Limits()
+        self.request_limits = request_limits or RequestLimits()
         self.counter: CallCounter = counter or LocalCallCounter()
         self.registry = CallRegistry(self.limits.tick_s)
         self.replay_guard = ReplayGuard()
         self.draining = False
         self.version = __version__
+        self.pending_heads = PendingHeads(self.request_limits.max_pending_heads)
+        self.request_log = LogLimiter(self.request_limits.log_burst, self.request_limits.log_per_s)
         self._validator = RequestValidator(config.twilio_auth_token)
         self._conn_ids = itertools.count(1)
         self._pid = os.getpid()
@@ -128,28 +157,45 @@ class RelayApp:
         if not self.draining:
             self.draining = True
             log.info("relay.draining live_calls=%d", len(self.registry.calls))
+            for kind, count in self.request_log.suppressed().items():
+                log.info("log.suppressed kind=%s count=%d", kind, count)
+
+    # -- one log line per answered request ---------------------------------------------------
+
+    def note(self, reason: str, status: int, *, event: str | None = None, upgrade: bool = False,
+             method: object = "-", path: object = "-", remote: object = "-") -> None:
+        """Log a request the relay answered without a call; rate-limited per event and reason."""
+        if event is None:
+            event = ("call.refused" if upgrade
+                     else "diagnostic.refused" if path == DIAGNOSTIC_PATH else "http.request")
+        dropped = self.request_log.admit(f"{event}.{reason}")
+        if dropped is None:
+            return
+        level = logging.INFO if reason in _INFO_REASONS else logging.WARNING
+        fields = (reason, status, peer_value(method), peer_value(path), peer_value(remote))
+        if dropped:  # the first line after some were dropped says how many
+            log.log(level, event + _REQUEST_LINE + " suppressed=%d", *fields, dropped)
+        else:
+            log.log(level, event + _REQUEST_LINE, *fields)
 
     # -- admission (runs in the handler, before the 101) -----------------------------------
 
-    def admit(self, environ: dict[str, Any]) -> Refusal | None:
-        """Check an upgrade request; None admits it (and takes a call slot)."""
+    def admit(self, environ: dict[str, Any]) -> Refusal | str:
+        """Check an upgrade request: the ``Sec-WebSocket-Accept`` value (a call slot taken), or a refusal."""
         path = environ.get("PATH_INFO", "")
         if path != STREAM_PATH:
-            return ("404 Not Found", f"no WebSocket endpoint at {path}; streams go to {STREAM_PATH}")
+            return Refusal(404, "unknown_path", f"no WebSocket endpoint at {path}; streams go to {STREAM_PATH}")
+        accept = check_handshake(environ)  # before anything is taken: a broken handshake costs nothing
+        if isinstance(accept, Refusal):
+            return accept
         if self.draining:
-            log.info("call.refused reason=draining")
-            return ("503 Service Unavailable", "relay is draining for a deploy; retry on another instance")
+            return Refusal(503, "draining", "relay is draining for a deploy; retry on another instance")
         signature = environ.get("HTTP_X_TWILIO_SIGNATURE", "")
         if not signature or not self._validator.validate(self.config.stream_url, {}, signature):
-            log.warning(
-                "call.refused reason=bad_signature signature_present=%s remote=%s",
-                bool(signature), environ.get("REMOTE_ADDR"),
-            )
-            return ("403 Forbidden", "X-Twilio-Signature missing or invalid for " + self.config.stream_url)
+            return Refusal(403, "bad_signature", "X-Twilio-Signature missing or invalid for " + self.config.stream_url)
         if not self.counter.try_acquire(self.config.max_calls):
-            log.warning("call.refused reason=saturated max_calls=%d", self.config.max_calls)
-            return ("503 Service Unavailable", f"relay is at capacity ({self.config.max_calls} calls)")
-        return None
+            return Refusal(503, "saturated", f"relay is at capacity ({self.config.max_calls} calls)")
+        return accept
 
     def release(self) -> None:
         """Give back the call slot taken by ``admit``."""
@@ -175,25 +221,39 @@ class RelayApp:
     # -- plain HTTP -----------------------------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """Answer plain HTTP: 426 on the stream route, /healthz, /diagnostic/openai, 404."""
+        """Answer plain HTTP: 426 on the stream route, /healthz, /livez, /diagnostic/openai, 404."""
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
-        if path not in (STREAM_PATH, HEALTH_PATH, DIAGNOSTIC_PATH):
+        if path not in (STREAM_PATH, HEALTH_PATH, LIVE_PATH, DIAGNOSTIC_PATH):
+            environ[REASON_KEY] = "unknown_path"
             return _text(start_response, "404 Not Found",
-                         f"not found: this relay serves {STREAM_PATH} (WebSocket), {HEALTH_PATH} "
-                         f"and {DIAGNOSTIC_PATH}\n")
+                         f"not found: this relay serves {STREAM_PATH} (WebSocket), {HEALTH_PATH}, "
+                         f"{LIVE_PATH} and {DIAGNOSTIC_PATH}\n")
         if method not in ("GET", "HEAD"):
+            environ[REASON_KEY] = "method"
             return _text(start_response, "405 Method Not Allowed", f"{method} not allowed; use GET\n",
                          [("Allow", "GET, HEAD")])
         if path == STREAM_PATH:
+            environ[REASON_KEY] = "not_websocket"
             return _text(start_response, "426 Upgrade Required", "WebSocket connection expected\n",
                          [("Upgrade", "websocket")])
+        if path == LIVE_PATH:
+            return _text(start_response, "200 OK", "ok\n", [("Cache-Control", "no-store")])
         if path == HEALTH_PATH:
-            return self._healthz(start_response)
+            healthy, document = self.health()
+            if not self._authorized(environ):
+                document = {"status": document["status"]}  # the public answer: status only
+            return _json(start_response, "200 OK" if healthy else "503 Service Unavailable", document)
         return self._diagnostic(environ, start_response)
 
+    def _authorized(self, environ: dict[str, Any]) -> bool:
+        """The request carries ``Authorization: Bearer <DIAGNOSTIC_TOKEN>`` (and one is set)."""
+        expected = self.config.diagnostic_token
+        supplied = environ.get("HTTP_AUTHORIZATION", "")
+        return bool(expected) and hmac.compare_digest(supplied.encode(), f"Bearer {expected}".encode())
+
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """(healthy, document) for /healthz."""
+        """(healthy, the full document) for /healthz."""
         active = self.counter.total()
         saturated = active >= self.config.max_calls
         status = "draining" if self.draining else "saturated" if saturated else "ok"
@@ -205,86 +265,39 @@ class RelayApp:
             "draining": self.draining,
         }
 
-    def _healthz(self, start_response: StartResponse) -> list[bytes]:
-        healthy, document = self.health()
-        return _json(start_response, "200 OK" if healthy else "503 Service Unavailable", document)
-
     def _diagnostic(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-        expected = self.config.diagnostic_token
-        if not expected:
-            return _json(start_response, "404 Not Found",
-                         {"ok": False, "error": "diagnostic endpoint disabled: set DIAGNOSTIC_TOKEN"})
-        supplied = environ.get("HTTP_AUTHORIZATION", "")
-        if not hmac.compare_digest(supplied.encode(), f"Bearer {expected}".encode()):
-            log.warning("diagnostic.refused remote=%s", environ.get("REMOTE_ADDR"))
-            return _json(start_response, "401 Unauthorized",
-                         {"ok": False, "error": "Authorization: Bearer <DIAGNOSTIC_TOKEN> required"},
-                         [("WWW-Authenticate", 'Bearer realm="relay diagnostic"')])
-        result = diagnostic.run(self.connector, self.session_update, self.config.session_timeout_s)
+        if not self.config.diagnostic_token:
+            return _refused(start_response, environ, Refusal(
+                404, "diagnostic_disabled", "diagnostic endpoint disabled: set DIAGNOSTIC_TOKEN"))
+        if not self._authorized(environ):
+            return _refused(start_response, environ, Refusal(
+                401, "unauthorized", "Authorization: Bearer <DIAGNOSTIC_TOKEN> required",
+                (("WWW-Authenticate", 'Bearer realm="relay diagnostic"'),)))
+        # It opens a billable Realtime session: it counts as a call, and runs one at a time.
+        if self.draining:
+            return _refused(start_response, environ, Refusal(
+                503, "draining", "relay is draining for a deploy; ask another instance"))
+        if not self.counter.try_acquire(self.config.max_calls):
+            return _refused(start_response, environ, Refusal(
+                503, "saturated", f"relay is at capacity ({self.config.max_calls} calls)"))
+        try:
+            wait_s = self.counter.try_begin_diagnostic(time.monotonic(), self.request_limits.diagnostic_interval_s)
+            if wait_s is not None:
+                return _refused(start_response, environ, Refusal(
+                    429, "diagnostic_busy",
+                    f"one diagnostic at a time, at most one every {self.request_limits.diagnostic_interval_s:g} s",
+                    (("Retry-After", str(max(1, math.ceil(wait_s)))),)))
+            try:
+                result = diagnostic.run(self.connector, self.session_update, self.config.session_timeout_s)
+            finally:
+                self.counter.end_diagnostic()
+        finally:
+            self.counter.release()
         result["model"] = self.config.openai_realtime_model
         log.info("diagnostic.openai ok=%s stage=%s http_status=%s error_code=%s elapsed_ms=%s",
                  result["ok"], result["stage"], result["http_status"], result["error_code"],
                  result["elapsed_ms"])
         return _json(start_response, "200 OK" if result["ok"] else "502 Bad Gateway", result)
-
-
-class RelayHandler(WebSocketHandler):
-    """gevent-websocket's handler, checking before upgrading and handing the socket over."""
-
-    websocket: Any  # set by gevent-websocket's upgrade_connection on success
-
-    def upgrade_websocket(self) -> Any:
-        """Refuse an upgrade with a plain status before the 101, or let it through."""
-        environ = self.environ
-        if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
-            return super().upgrade_websocket()  # not an upgrade: the WSGI app answers
-        app: RelayApp = self.application
-        refusal = app.admit(environ)
-        if refusal is not None:
-            status, body = refusal
-            data = (body + "\n").encode()
-            self.close_connection = True
-            self.start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
-                                         ("Content-Length", str(len(data)))])
-            return [data]
-        result = super().upgrade_websocket()
-        if getattr(self, "websocket", None) is None:
-            app.release()  # the handshake itself was malformed (version, key): 400/426
-        return result
-
-    def _read_buffered(self) -> bytes:
-        """Bytes the HTTP parser read past the upgrade request (a client may pipeline)."""
-        timeout = self.socket.gettimeout()
-        self.socket.settimeout(0.0)  # peek must not wait for more
-        try:
-            data: bytes = self.rfile.peek(65536)
-        except (BlockingIOError, ssl.SSLWantReadError):  # nothing buffered (TLS says so this way)
-            return b""
-        else:
-            if data:
-                self.rfile.read(len(data))
-            return data
-        finally:
-            self.socket.settimeout(timeout)
-
-    def run_websocket(self) -> None:
-        """Hand the upgraded socket to the relay; gevent-websocket's frame layer stays unused."""
-        app: RelayApp = self.application
-        # The library's WebSocket object would send a code-less close frame when collected.
-        self.websocket.closed = True
-        conn: WebSocketConnection | None = None
-        try:  # the call slot ``admit`` took comes back whatever fails, even setting up
-            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = server_connection(self.socket, self._read_buffered(),
-                                     max_message_bytes=MAX_TWILIO_MESSAGE_BYTES,
-                                     max_queued_bytes=app.limits.max_queued_bytes)
-            app.run_call(conn)
-        finally:
-            if conn is not None:
-                conn.release()
-            app.release()
-            self.websocket = None
-            self.environ["wsgi.websocket"] = None
 
 
 def create_app(config: RelayConfig, **kwargs: Any) -> RelayApp:

@@ -1,7 +1,8 @@
-"""The relay's gunicorn worker: gevent-websocket's, plus shared call counting and a drain.
+"""The relay's gunicorn worker: gunicorn's gevent (pywsgi) worker, plus shared call counting and a drain.
 
-- ``wsgi_handler`` is RelayHandler, which checks route, drain, capacity and
-  ``X-Twilio-Signature`` before the 101 (gevent-websocket upgrades before the app runs).
+- ``wsgi_handler`` is relay.edge.RelayHandler: request heads within relay.request_limits,
+  and the relay's own WebSocket upgrade (route, handshake, drain, ``X-Twilio-Signature``
+  and capacity checked before the 101).
 - The CallTable and the ReplayGuard are created when gunicorn's master imports this
   module, so every forked worker shares them: ``RELAY_MAX_CALLS`` and ``/healthz`` count
   the whole instance, and a CallSid claimed by one worker is refused by all of them.
@@ -22,9 +23,8 @@ from typing import Any
 
 import gevent
 from gevent.pool import Pool
-from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from gunicorn.http.wsgi import base_environ
-from gunicorn.workers.ggevent import VERSION
+from gunicorn.workers.ggevent import VERSION, GeventPyWSGIWorker
 
 from relay.capacity import CallTable
 from relay.replay_guard import ReplayGuard
@@ -33,8 +33,8 @@ CALL_TABLE = CallTable()
 REPLAY_GUARD = ReplayGuard.shared()
 
 
-class RelayWorker(GeventWebSocketWorker):
-    """gevent-websocket worker with the relay's handler, call table and drain."""
+class RelayWorker(GeventPyWSGIWorker):
+    """gunicorn's gevent worker with the relay's handler, call table and drain."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -44,7 +44,7 @@ class RelayWorker(GeventWebSocketWorker):
 
     def load_wsgi(self) -> None:
         """Load the app (after the gevent patch) and give it the shared counter."""
-        from relay.server import RelayHandler  # imported after monkey-patching
+        from relay.edge import RelayHandler  # imported after monkey-patching
 
         self.wsgi_handler = RelayHandler
         super().load_wsgi()

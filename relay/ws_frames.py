@@ -1,8 +1,8 @@
 """WebSocket framing (RFC 6455 section 5), sans-I/O, for both of the relay's sockets.
 
-Why our own frame codec: the handshakes stay with the libraries (gevent-websocket
-answers Twilio's upgrade, websocket-client performs OpenAI's), but their frame readers
-do per-byte Python work on every frame: gevent-websocket 0.10.1 unmasks byte by byte
+Why our own frame codec: the handshakes are done elsewhere (relay.edge answers Twilio's
+upgrade, websocket-client performs OpenAI's), but the libraries' frame readers do
+per-byte Python work on every frame: gevent-websocket 0.10.1 unmasks byte by byte
 (``Header.mask_payload``, 28 us for a 393-byte Twilio ``media`` frame) and validates
 UTF-8 with a Python state machine (33 us, twice per text frame), and it drops the close
 code (``ws.close(1008)`` reaches the peer as 1005). websocket-client 1.9.2 takes several

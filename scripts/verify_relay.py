@@ -361,7 +361,9 @@ def check_plain_get(t: RelayTarget) -> Outcome:
 
 def check_healthz(t: RelayTarget) -> Outcome:
     """``GET /healthz``: version, active calls, draining."""
-    answer = _get(t, HEALTH_PATH)
+    # The relay shows calls and version only to its DIAGNOSTIC_TOKEN; the public gets the status.
+    auth = {"Authorization": f"Bearer {t.diagnostic_token}"} if t.diagnostic_token else None
+    answer = _get(t, HEALTH_PATH, headers=auth)
     if isinstance(answer, Outcome):
         return answer
     try:
@@ -373,10 +375,11 @@ def check_healthz(t: RelayTarget) -> Outcome:
                                      f"routed somewhere else than GET {STREAM_PATH}",
                       "check the proxy's routing: every path must reach the relay")
     summary = (f"{doc['status']} · version {doc.get('version')} · {doc.get('active_calls')} of "
-               f"{doc.get('max_calls')} calls · {'draining' if doc.get('draining') else 'not draining'}")
+               f"{doc.get('max_calls')} calls · {'draining' if doc.get('draining') else 'not draining'}"
+               if "active_calls" in doc else f"{doc['status']} (set DIAGNOSTIC_TOKEN to see calls and version)")
     if answer.status == 200 and doc["status"] == "ok":
         return passed(summary)
-    if doc.get("draining"):
+    if doc.get("draining") or doc["status"] == "draining":
         return failed(summary, "the relay is draining (a deploy or scale-in is replacing it): it refuses "
                                "new calls with 503, which Twilio reports as 31920",
                       "wait for the instance refresh to finish (aws autoscaling describe-instance-refreshes); "

@@ -28,13 +28,19 @@ if str(ROOT) not in sys.path:
 
 from relay.config import RelayConfig  # noqa: E402
 from relay.limits import Limits  # noqa: E402
+from relay.request_limits import RequestLimits  # noqa: E402
 from relay.server import RelayApp, RelayHandler, create_app  # noqa: E402
 from scripts.standin_model import StandinModel  # noqa: E402
 
 AUTH_TOKEN = "test-twilio-auth-token-0123456789"
 STREAM_SECRET = "test-stream-token-secret-0123456789abcdef"
 DIAGNOSTIC_TOKEN = "test-diagnostic-token-0123456789"
+# /healthz shows its full document (calls, limit, version) only to this header.
+DIAGNOSTIC_AUTH = {"Authorization": f"Bearer {DIAGNOSTIC_TOKEN}"}
 API_KEY = "sk-test-relay-key-0123456789"
+# In-process relays run /diagnostic/openai back to back (verify_relay twice in a row): no
+# minimum interval between two (one at a time still holds; the interval has its own tests).
+TEST_LIMITS = RequestLimits(diagnostic_interval_s=0.0)
 
 
 @pytest.fixture(autouse=True)
@@ -91,20 +97,22 @@ class RunningRelay:
 
 @pytest.fixture
 def make_relay() -> Iterator[Any]:
-    """Factory: ``make_relay(openai_url, limits=None, **env_overrides)`` -> RunningRelay.
+    """Factory: ``make_relay(openai_url, limits=None, request_limits=TEST_LIMITS, **env_overrides)``.
 
     The listening socket is bound first so RELAY_PUBLIC_URL can name its real port, as
     the signature check needs. ``limits`` (relay.limits.Limits) lets a test judge stalls,
-    floods and timers in milliseconds.
+    floods and timers in milliseconds; ``request_limits`` (relay.request_limits) does the
+    same for request heads, the diagnostic's interval and log rates. Returns a RunningRelay.
     """
     running: list[RunningRelay] = []
 
-    def make(openai_url: str, limits: Limits | None = None, **overrides: str) -> RunningRelay:
+    def make(openai_url: str, limits: Limits | None = None, request_limits: RequestLimits = TEST_LIMITS,
+             **overrides: str) -> RunningRelay:
         server = WSGIServer(("127.0.0.1", 0), None, handler_class=RelayHandler, log=None)
         server.init_socket()
         port = server.server_port
         config = RelayConfig.from_env(relay_env(openai_url, f"ws://127.0.0.1:{port}", **overrides))
-        app = create_app(config, limits=limits)
+        app = create_app(config, limits=limits, request_limits=request_limits)
         server.application = app
         server.start()
         relay = RunningRelay(app, server, port)

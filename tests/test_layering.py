@@ -21,7 +21,8 @@ RELAY_PURE = {"relay.config", "relay.errors", "relay.stream_token", "relay.repla
               "relay.json_text", "relay.twilio_protocol", "relay.openai_protocol", "relay.bridge", "relay.actions",
               "relay.limits", "relay.playout", "relay.comfort_tone", "relay.conversation", "relay.call_settings",
               "relay.peer_guard",
-              "relay.assistant", "relay.assistant_file", "relay.signing"}
+              "relay.assistant", "relay.assistant_file", "relay.signing",
+              "relay.handshake", "relay.log_limit", "relay.request_limits", "relay.redact"}
 SCRIPT_MAY_USE = RELAY_PURE | {"relay", "relay.transport"}
 ENTRY_POINTS = {"relay/wsgi.py", "relay/gunicorn.conf.py", "webhook_app/wsgi.py", "webhook_app/lambda_handler.py",
                 "webhook_app/__init__.py"}

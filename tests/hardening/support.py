@@ -16,6 +16,8 @@ import gc
 import json
 import os
 import re
+import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,6 +125,65 @@ def refusal(ws_base: str, **kwargs: object) -> tuple[int, str]:
         return exc.status_code, (exc.resp_body or b"").decode("utf-8", "replace")
     ws.shutdown()
     raise AssertionError("the relay accepted an upgrade it should have refused")
+
+
+# -- requests written by hand (websocket-client will not send a broken handshake) ---------------
+
+
+def raw_head(ws_base: str, *, method: str = "GET", path: str = STREAM_PATH, protocol: str = "HTTP/1.1",
+             signed: bool = True, **fields: str | None) -> bytes:
+    """An upgrade request's head as Twilio sends it, with ``fields`` changed.
+
+    Header names are spelt with underscores (``Sec_WebSocket_Key="..."``); None leaves one out.
+    Encoded as latin-1, so a test can put any byte in a value.
+    """
+    host = ws_base.split("://", 1)[1]
+    headers: dict[str, str] = {"Host": host, "Upgrade": "websocket", "Connection": "Upgrade",
+                               "Sec-WebSocket-Version": "13",
+                               "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()}
+    if signed:
+        headers["X-Twilio-Signature"] = signature_for(ws_base)
+    for name, value in fields.items():
+        name = name.replace("_", "-")
+        if value is None:
+            headers.pop(name, None)
+        else:
+            headers[name] = value
+    lines = [f"{method} {path} {protocol}"] + [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def port_of(url: str) -> int:
+    """The port of an http:// or ws:// loopback URL."""
+    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
+
+
+def send_raw(url: str, data: bytes, *, then: str = "read", timeout_s: float = 5.0) -> bytes:
+    """Send ``data`` on a new connection to ``url``'s port, then:
+
+    ``read``: everything the relay answers, until it closes the connection (fails on a timeout);
+    ``close``: close at once without reading (a FIN); ``reset``: abort at once (an RST).
+    """
+    sock = socket.create_connection(("127.0.0.1", port_of(url)), timeout=timeout_s)
+    try:
+        sock.sendall(data)
+        if then == "reset":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return b""
+        if then == "close":
+            return b""
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        sock.close()
+
+
+def status_of(answer: bytes) -> int:
+    """The status code of a raw HTTP answer (0 if there was none)."""
+    parts = answer.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
 @dataclass

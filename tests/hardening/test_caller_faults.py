@@ -21,7 +21,7 @@ from gevent.pool import Pool
 from scripts import audio
 from scripts import standin_model as sm
 from scripts.call import new_sid
-from tests.conftest import GunicornRelay
+from tests.conftest import DIAGNOSTIC_AUTH, GunicornRelay
 from tests.hardening.support import (
     FIGURES,
     GoodCall,
@@ -177,7 +177,7 @@ def test_a_thousand_short_calls_leave_no_descriptor_behind_under_gunicorn(
     model = one_delta_greeting
     (worker,) = relay.worker_pids()
     place_short_calls(relay.ws_url, len(KINDS) * 2)  # warm up: whatever is made once is made
-    assert wait_until(lambda: get_json(relay.http_url + "/healthz")[1]["active_calls"] == 0, 5)
+    assert wait_until(lambda: get_json(relay.http_url + "/healthz", DIAGNOSTIC_AUTH)[1]["active_calls"] == 0, 5)
     assert wait_until(lambda: not model.live, 5)
     idle_fds = steady(lambda: fd_count(worker))  # an idle baseline: nothing still closing
     watch = LogWatch(relay.log)
@@ -191,7 +191,7 @@ def test_a_thousand_short_calls_leave_no_descriptor_behind_under_gunicorn(
     assert wait_until(lambda: watch.text().count("call.ended ") == SHORT_CALLS, 10), watch.text().count("call.ended ")
     assert wait_until(lambda: not model.live, 5), f"{len(model.live)} Realtime sockets left open"
     assert all(s.closed_at is not None for s in model.sessions[sessions:])
-    assert wait_until(lambda: get_json(relay.http_url + "/healthz")[1]["active_calls"] == 0, 3)
+    assert wait_until(lambda: get_json(relay.http_url + "/healthz", DIAGNOSTIC_AUTH)[1]["active_calls"] == 0, 3)
     after_fds = settle(lambda: fd_count(worker), idle_fds)
     assert after_fds == idle_fds, f"worker descriptors: {idle_fds} idle, {after_fds} after {SHORT_CALLS} calls"
     assert "Traceback" not in watch.text() and "internal_error" not in watch.text()

@@ -20,7 +20,7 @@ import gevent
 import pytest
 
 from scripts import standin_model as sm
-from tests.conftest import launch_gunicorn, stop_gunicorn
+from tests.conftest import DIAGNOSTIC_AUTH, launch_gunicorn, stop_gunicorn
 from tests.hardening.support import FIGURES, GoodCall, Teardown, refusal, wait_until
 from tests.helpers import get_json
 
@@ -59,7 +59,7 @@ def test_at_max_calls_further_upgrades_get_a_clean_503(
     teardown(lambda: stop_gunicorn(relay))
     calls = _begin_all(relay.ws_url, teardown)
 
-    status, health = get_json(relay.http_url + "/healthz")
+    status, health = get_json(relay.http_url + "/healthz", DIAGNOSTIC_AUTH)
     assert (status, health["status"], health["active_calls"], health["max_calls"]) == (503, "saturated", CALLS, CALLS)
     for _ in range(5):
         assert refusal(relay.ws_url) == (503, f"relay is at capacity ({CALLS} calls)\n")
@@ -76,7 +76,8 @@ def test_at_max_calls_further_upgrades_get_a_clean_503(
     late.stream_for(5)
     _hang_up_all([*rest, late], fresh_model)
     first.assert_lossless(fresh_model)
-    assert wait_until(lambda: get_json(relay.http_url + "/healthz")[1]["active_calls"] == 0, 3), "a call kept its slot"
+    health = relay.http_url + "/healthz"
+    assert wait_until(lambda: get_json(health, DIAGNOSTIC_AUTH)[1]["active_calls"] == 0, 3), "a call kept its slot"
     FIGURES["saturation"] = (f"{CALLS} calls at RELAY_MAX_CALLS={CALLS}: 5 more upgrades got 503, "
                              f"/healthz 503 saturated, {CALLS + 1} calls lossless")
 
@@ -90,7 +91,7 @@ def test_sigterm_with_20_live_calls_drains_every_one(
 
     relay.process.send_signal(signal.SIGTERM)
     assert wait_until(lambda: get_json(relay.http_url + "/healthz")[0] == 503, 5), "/healthz did not turn 503"
-    status, health = get_json(relay.http_url + "/healthz")
+    status, health = get_json(relay.http_url + "/healthz", DIAGNOSTIC_AUTH)
     assert health["status"] == "draining" and health["draining"] is True and health["active_calls"] == CALLS
     assert refusal(relay.ws_url) == (503, "relay is draining for a deploy; retry on another instance\n")
     assert fresh_model.handshakes == CALLS

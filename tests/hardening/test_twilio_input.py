@@ -28,7 +28,7 @@ from relay.limits import Limits
 from relay.ws_frames import OP_CONTINUATION, OP_TEXT, encode_frame
 from scripts import standin_model as sm
 from scripts.call import new_sid
-from tests.conftest import GunicornRelay
+from tests.conftest import DIAGNOSTIC_AUTH, GunicornRelay
 from tests.hardening.support import (
     FIGURES,
     Closed,
@@ -365,7 +365,7 @@ def test_bad_input_ends_or_is_ignored_for_that_call_alone(
     # The worker survived, and every call has been let go.
     assert relay.process.poll() is None and relay.worker_pids() == workers
     health = relay.http_url + "/healthz"
-    assert wait_until(lambda: get_json(health)[1]["active_calls"] == 0, 3), get_json(health)
+    assert wait_until(lambda: get_json(health, DIAGNOSTIC_AUTH)[1]["active_calls"] == 0, 3), get_json(health)
     assert get_json(health)[0] == 200
     assert model.handshakes == handshakes + 2 + case.opens_session
     FIGURES.setdefault("twilio_inputs_tried", [])

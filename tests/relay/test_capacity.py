@@ -63,3 +63,43 @@ def test_a_killed_workers_slot_is_reclaimed() -> None:
     assert table.total() == 0
     table.close()
 
+
+def test_one_diagnostic_at_a_time_and_an_interval_between_two() -> None:
+    counter = LocalCallCounter()
+    assert counter.try_begin_diagnostic(now=100.0, interval_s=10.0) is None
+    assert counter.try_begin_diagnostic(now=101.0, interval_s=10.0) == 10.0  # one is running
+    counter.end_diagnostic()
+    assert counter.try_begin_diagnostic(now=104.0, interval_s=10.0) == 6.0
+    assert counter.try_begin_diagnostic(now=110.0, interval_s=10.0) is None
+    assert counter.total() == 0  # the gate is not a call; the caller takes a call slot itself
+
+
+def _hold_diagnostic(table: CallTable, slot: int, read_fd: int, write_fd: int) -> None:
+    counter = table.counter(slot)
+    began = counter.try_begin_diagnostic(now=1000.0, interval_s=0.0) is None
+    os.write(write_fd, bytes([began]))
+    os.read(read_fd, 1)  # hold it until the parent has looked (or kills us)
+    os._exit(0)
+
+
+def test_the_diagnostic_gate_spans_workers_and_a_dead_holder_frees_it() -> None:
+    table = CallTable(slots=4)
+    mine = table.counter(table.claim_slot(1))
+    child_slot = table.claim_slot(2)
+    down_r, down_w = os.pipe()
+    up_r, up_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _hold_diagnostic(table, child_slot, down_r, up_w)
+    assert os.read(up_r, 1)[0] == 1
+    assert table.total() == 0  # the gate's record is not read as calls
+    assert mine.try_begin_diagnostic(now=1001.0, interval_s=0.0) is not None  # another worker runs one
+    assert mine.try_begin_diagnostic(now=1001.0, interval_s=30.0) == 30.0
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert mine.try_begin_diagnostic(now=1001.0, interval_s=30.0) == 29.0  # free, but the interval holds
+    assert mine.try_begin_diagnostic(now=1031.0, interval_s=30.0) is None
+    mine.end_diagnostic()
+    assert mine.try_begin_diagnostic(now=1032.0, interval_s=0.0) is None
+    mine.end_diagnostic()
+    table.close()

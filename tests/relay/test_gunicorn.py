@@ -17,7 +17,7 @@ import gevent.pool
 from scripts import standin_model as sm
 from scripts.call import SimulatedCaller, target_from_relay
 from scripts.fakes.twilio_messages import InboundStream
-from tests.conftest import AUTH_TOKEN, ROOT, STREAM_SECRET, GunicornRelay
+from tests.conftest import AUTH_TOKEN, DIAGNOSTIC_AUTH, ROOT, STREAM_SECRET, GunicornRelay
 from tests.hardening.support import await_close, connect
 from tests.helpers import QUIET, get, wait_until
 
@@ -59,12 +59,14 @@ def test_sigterm_drains_live_calls_then_exits(gunicorn_relay: Any, standin: sm.S
     calls = [call_to(relay) for _ in range(3)]
     for call in calls:
         assert call.begin()
-    assert wait_until(lambda: json.loads(get(relay.http_url + "/healthz")[2])["active_calls"] == 3)
+    assert wait_until(lambda: json.loads(get(relay.http_url + "/healthz", DIAGNOSTIC_AUTH)[2])["active_calls"] == 3)
 
     relay.process.send_signal(signal.SIGTERM)
     assert wait_until(lambda: get(relay.http_url + "/healthz")[0] == 503, 5)
-    status, _, body = get(relay.http_url + "/healthz")
+    status, _, body = get(relay.http_url + "/healthz", DIAGNOSTIC_AUTH)
     assert json.loads(body)["status"] == "draining" and json.loads(body)["draining"] is True
+    status, _, body = get(relay.http_url + "/livez")
+    assert (status, body) == (200, b"ok\n")  # draining, but alive: nothing to restart
     late = call_to(relay).run()
     assert late.handshake_status == 503 and "draining" in late.handshake_body
 
@@ -82,19 +84,21 @@ def test_sigterm_drains_live_calls_then_exits(gunicorn_relay: Any, standin: sm.S
 
 def test_two_workers_share_max_calls_and_healthz(gunicorn_relay: Any, standin: sm.StandinModel) -> None:
     relay = gunicorn_relay(standin.url, RELAY_WORKERS="2", RELAY_MAX_CALLS="3")
-    assert wait_until(lambda: relay.log().count("Booting worker") == 2, 10)
+    # Both loaded: "Booting worker" comes before a worker handles SIGTERM, and one lost there
+    # would hold the teardown's stop for its whole timeout.
+    assert wait_until(lambda: relay.log().count("relay.configured") == 2, 10)
     calls = [call_to(relay, hold_s=5) for _ in range(3)]
     for call in calls:
         assert call.begin()
-    assert wait_until(lambda: json.loads(get(relay.http_url + "/healthz")[2])["active_calls"] == 3)
+    assert wait_until(lambda: json.loads(get(relay.http_url + "/healthz", DIAGNOSTIC_AUTH)[2])["active_calls"] == 3)
     # Whichever worker answers, it reports the instance's total and refuses a fourth call.
     for _ in range(6):
-        status, _, body = get(relay.http_url + "/healthz")
+        status, _, body = get(relay.http_url + "/healthz", DIAGNOSTIC_AUTH)
         assert status == 503 and json.loads(body)["active_calls"] == 3
     assert call_to(relay).run().handshake_status == 503
     for call in calls:
         call.finish()
-    assert wait_until(lambda: json.loads(get(relay.http_url + "/healthz")[2])["active_calls"] == 0)
+    assert wait_until(lambda: json.loads(get(relay.http_url + "/healthz", DIAGNOSTIC_AUTH)[2])["active_calls"] == 0)
 
 
 def _replay(relay: GunicornRelay, call_sid: str, parameters: dict[str, str]) -> tuple[int | None, str]:
@@ -111,7 +115,7 @@ def test_a_replayed_token_is_refused_whichever_worker_takes_it(
     gunicorn_relay: Any, standin: sm.StandinModel
 ) -> None:
     relay = gunicorn_relay(standin.url, RELAY_WORKERS="2")
-    assert wait_until(lambda: len(relay.worker_pids()) == 2, 10)
+    assert wait_until(lambda: relay.log().count("relay.configured") == 2, 10)  # both loaded (see above)
     workers = set(relay.worker_pids())
     call = call_to(relay, hold_s=30)
     assert call.begin()

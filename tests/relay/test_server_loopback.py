@@ -14,7 +14,7 @@ from relay import __version__ as relay_version
 from scripts import audio
 from scripts import standin_model as sm
 from scripts.call import SimulatedCaller, target_from_relay
-from tests.conftest import API_KEY, AUTH_TOKEN, DIAGNOSTIC_TOKEN, STREAM_SECRET, RunningRelay
+from tests.conftest import API_KEY, AUTH_TOKEN, DIAGNOSTIC_AUTH, DIAGNOSTIC_TOKEN, STREAM_SECRET, RunningRelay
 from tests.helpers import QUIET, assert_ga_client_event, get, wait_until
 
 
@@ -42,12 +42,30 @@ def test_unknown_paths_and_methods(relay: RunningRelay) -> None:
     assert status == 405 and headers["Allow"] == "GET, HEAD"
 
 
-def test_healthz(relay: RunningRelay) -> None:
-    status, headers, body = get(relay.http_url + "/healthz")
-    assert status == 200 and headers["Content-Type"] == "application/json"
-    document = json.loads(body)
-    assert document == {"status": "ok", "version": relay_version, "active_calls": 0,
-                        "max_calls": 150, "draining": False}
+def test_healthz_tells_the_public_its_status_only(relay: RunningRelay) -> None:
+    for headers in ({}, {"Authorization": "Bearer not-the-token-0123456789"}, {"Authorization": DIAGNOSTIC_TOKEN},
+                    {"Authorization": f"Basic {DIAGNOSTIC_TOKEN}"}):
+        status, answer_headers, body = get(relay.http_url + "/healthz", headers)
+        assert status == 200 and answer_headers["Content-Type"] == "application/json"
+        assert json.loads(body) == {"status": "ok"}, headers
+    status, _, body = get(relay.http_url + "/healthz", DIAGNOSTIC_AUTH)
+    assert status == 200 and json.loads(body) == {"status": "ok", "version": relay_version, "active_calls": 0,
+                                                  "max_calls": 150, "draining": False}
+
+
+def test_healthz_without_a_diagnostic_token_is_status_only_for_everyone(make_relay: Any,
+                                                                         standin: sm.StandinModel) -> None:
+    relay = make_relay(standin.url, DIAGNOSTIC_TOKEN="")
+    for headers in ({}, {"Authorization": "Bearer "}, DIAGNOSTIC_AUTH):
+        assert json.loads(get(relay.http_url + "/healthz", headers)[2]) == {"status": "ok"}
+
+
+def test_a_draining_relay_says_so_in_public_with_503_and_livez_stays_200(relay: RunningRelay) -> None:
+    relay.app.begin_drain()
+    status, _, body = get(relay.http_url + "/healthz")
+    assert (status, json.loads(body)) == (503, {"status": "draining"})
+    status, headers, body = get(relay.http_url + "/livez")
+    assert (status, body) == (200, b"ok\n") and headers["Content-Type"].startswith("text/plain")
 
 
 # -- a call -------------------------------------------------------------------------------
@@ -179,7 +197,9 @@ def test_at_capacity_further_upgrades_get_503(make_relay: Any, standin: sm.Stand
     second = caller(relay).run()
     assert second.handshake_status == 503 and "capacity" in second.handshake_body
     status, _, body = get(relay.http_url + "/healthz")
-    assert status == 503 and json.loads(body)["status"] == "saturated"
+    assert (status, json.loads(body)) == (503, {"status": "saturated"})
+    status, _, body = get(relay.http_url + "/livez")
+    assert (status, body) == (200, b"ok\n")  # saturated, but alive
     first.finish()
     assert wait_until(lambda: get(relay.http_url + "/healthz")[0] == 200)
 
