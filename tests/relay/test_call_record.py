@@ -145,7 +145,8 @@ def test_a_call_through_the_bridge_leaves_its_record() -> None:
 
     clock.now += 0.3
     delta("item_g", 16000)  # a 2 s greeting
-    event({"type": "response.output_audio_transcript.done", "item_id": "item_g", "transcript": "Hi there, this is Acme."})
+    event({"type": "response.output_audio_transcript.done", "item_id": "item_g",
+           "transcript": "Hi there, this is Acme."})
     clock.now += 0.5
     bridge.on_openai(oai.SpeechStarted("item_c", 0))  # the caller talks over it after 0 ms heard
     event({"type": "response.done", "response": {"id": "r", "status": "cancelled",
