@@ -44,7 +44,7 @@ from relay.limits import Limits
 from relay.live_call import CallRegistry, LiveCall
 from relay.log_limit import LogLimiter
 from relay.replay_guard import ReplayGuard
-from relay.report_delivery import ReportDelivery
+from relay.report_delivery import DeliveryLimits, ReportDelivery
 from relay.request_limits import PendingHeads, RequestLimits
 from relay.tools import ToolRunner
 from relay.transport import WebSocketConnection
@@ -59,6 +59,7 @@ STREAM_PATH = "/twilio/realtime"
 HEALTH_PATH = "/healthz"
 LIVE_PATH = "/livez"
 DIAGNOSTIC_PATH = "/diagnostic/openai"
+METRICS_PATH = "/metrics"
 # Reasons logged at INFO; every other refusal is a peer anomaly (WARNING).
 _INFO_REASONS = frozenset({"not_websocket", "draining", "diagnostic_busy"})
 _PEER_VALUE_CHARS = 120
@@ -107,6 +108,7 @@ class RelayApp:
         ssl_context: Any = None,
         limits: Limits | None = None,
         request_limits: RequestLimits | None = None,
+        delivery_limits: DeliveryLimits | None = None,
     ) -> None:
         self.config = config
         self.limits = limits or Limits()
@@ -136,7 +138,7 @@ class RelayApp:
         self.twilio_rest = TwilioRest.from_config(config)
         self.tool_runner = ToolRunner(config.signing_secret) if config.signing_secret else None
         self.reports = (ReportDelivery(config.call_report_url, config.signing_secret,
-                                       on_outcome=metrics.report_delivered)
+                                       limits=delivery_limits or DeliveryLimits(), on_outcome=metrics.report_delivered)
                         if config.call_report_url and config.signing_secret else None)
         self.connector = UpstreamConnector(
             config.openai_connect_url,
@@ -224,11 +226,11 @@ class RelayApp:
         """Answer plain HTTP: 426 on the stream route, /healthz, /livez, /diagnostic/openai, 404."""
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
-        if path not in (STREAM_PATH, HEALTH_PATH, LIVE_PATH, DIAGNOSTIC_PATH):
+        if path not in (STREAM_PATH, HEALTH_PATH, LIVE_PATH, DIAGNOSTIC_PATH, METRICS_PATH):
             environ[REASON_KEY] = "unknown_path"
             return _text(start_response, "404 Not Found",
                          f"not found: this relay serves {STREAM_PATH} (WebSocket), {HEALTH_PATH}, "
-                         f"{LIVE_PATH} and {DIAGNOSTIC_PATH}\n")
+                         f"{LIVE_PATH}, {METRICS_PATH} and {DIAGNOSTIC_PATH}\n")
         if method not in ("GET", "HEAD"):
             environ[REASON_KEY] = "method"
             return _text(start_response, "405 Method Not Allowed", f"{method} not allowed; use GET\n",
@@ -244,7 +246,23 @@ class RelayApp:
             if not self._authorized(environ):
                 document = {"status": document["status"]}  # the public answer: status only
             return _json(start_response, "200 OK" if healthy else "503 Service Unavailable", document)
+        if path == METRICS_PATH:
+            return self._metrics(environ, start_response)
         return self._diagnostic(environ, start_response)
+
+    def _metrics(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        """Prometheus text for the whole instance, behind the diagnostic token."""
+        if not self.config.diagnostic_token:
+            return _refused(start_response, environ, Refusal(
+                404, "metrics_disabled", "metrics endpoint disabled: set DIAGNOSTIC_TOKEN"))
+        if not self._authorized(environ):
+            return _refused(start_response, environ, Refusal(
+                401, "unauthorized", "Authorization: Bearer <DIAGNOSTIC_TOKEN> required",
+                (("WWW-Authenticate", 'Bearer realm="relay metrics"'),)))
+        body = metrics.exposition()
+        start_response("200 OK", [("Content-Type", metrics.CONTENT_TYPE), ("Content-Length", str(len(body))),
+                                  ("Cache-Control", "no-store")])
+        return [body]
 
     def _authorized(self, environ: dict[str, Any]) -> bool:
         """The request carries ``Authorization: Bearer <DIAGNOSTIC_TOKEN>`` (and one is set)."""

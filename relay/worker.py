@@ -84,6 +84,14 @@ class RelayWorker(GeventPyWSGIWorker):
         if registry.calls:
             self.log.warning("Worker graceful timeout with %d live calls (pid:%s)",
                              len(registry.calls), self.pid)
+        reports = app.reports
+        if reports is not None and reports.pending():  # the last calls' records, within the drain
+            while reports.pending() and time.monotonic() < deadline:
+                self.notify()
+                reports.wait(timeout_s=min(1.0, max(0.0, deadline - time.monotonic())))
+            abandoned = reports.cancel()  # each is logged as undelivered, with its call's SID
+            if abandoned:
+                self.log.warning("Worker stopped with %d call reports undelivered (pid:%s)", abandoned, self.pid)
         for server in servers:
             server.close()
         for server in servers:

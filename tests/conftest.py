@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:
 
 from relay.config import RelayConfig  # noqa: E402
 from relay.limits import Limits  # noqa: E402
+from relay.report_delivery import DeliveryLimits  # noqa: E402
 from relay.request_limits import RequestLimits  # noqa: E402
 from relay.server import RelayApp, RelayHandler, create_app  # noqa: E402
 from scripts.standin_model import StandinModel  # noqa: E402
@@ -107,12 +108,12 @@ def make_relay() -> Iterator[Any]:
     running: list[RunningRelay] = []
 
     def make(openai_url: str, limits: Limits | None = None, request_limits: RequestLimits = TEST_LIMITS,
-             **overrides: str) -> RunningRelay:
+             delivery_limits: DeliveryLimits | None = None, **overrides: str) -> RunningRelay:
         server = WSGIServer(("127.0.0.1", 0), None, handler_class=RelayHandler, log=None)
         server.init_socket()
         port = server.server_port
         config = RelayConfig.from_env(relay_env(openai_url, f"ws://127.0.0.1:{port}", **overrides))
-        app = create_app(config, limits=limits, request_limits=request_limits)
+        app = create_app(config, limits=limits, request_limits=request_limits, delivery_limits=delivery_limits)
         server.application = app
         server.start()
         relay = RunningRelay(app, server, port)
