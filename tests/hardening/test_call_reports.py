@@ -116,4 +116,5 @@ def test_a_draining_relay_delivers_its_last_reports_before_it_exits(
     assert json.loads(receiver.deliveries[0].body)["call_sid"] == call.call_sid
     # The receiver took a second: the worker waited for its answer before it exited.
     assert f"report.delivered call_sid={call.call_sid}" in relay.log(), "the worker exited before the report's answer"
-    FIGURES["call_reports"] = "signed; retried after 503/502; a dead receiver costs the call nothing; kept through a drain"
+    FIGURES["call_reports"] = ("signed; retried after 503/502; a dead receiver costs the call nothing; "
+                               "kept through a drain")
