@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RELAY_PURE = {"relay.config", "relay.errors", "relay.stream_token", "relay.replay_guard", "relay.ws_frames",
               "relay.json_text", "relay.twilio_protocol", "relay.openai_protocol", "relay.bridge", "relay.actions",
               "relay.limits", "relay.playout", "relay.comfort_tone", "relay.conversation", "relay.call_settings",
-              "relay.peer_guard", "relay.call_record",
+              "relay.peer_guard", "relay.call_record", "relay.bridge_state", "relay.bridge_twilio",
+              "relay.bridge_openai",
               "relay.assistant", "relay.assistant_file", "relay.signing",
               "relay.handshake", "relay.log_limit", "relay.request_limits", "relay.redact"}
 SCRIPT_MAY_USE = RELAY_PURE | {"relay", "relay.transport"}
