@@ -28,7 +28,7 @@ relay actually sent and time its reaction from the fault.
 Load mode (``load=True``, used by ``make bench``): no VAD and no replies; once asked for
 a response, every session streams tagged 20 ms frames at exactly 50 a second (one ticker
 for all sessions), and every appended frame's tag is read back, so latency and loss are
-measured through the relay both ways (scripts/bench_stats.py). ``GET /stats`` returns
+measured through the relay both ways (scripts/bench/stats.py). ``GET /stats`` returns
 what was measured, ``POST /reset`` starts over.
 
 Run alone: ``python -m scripts.standin_model --port 8765 [--load]``.
@@ -59,7 +59,8 @@ from geventwebsocket.handler import WebSocketHandler
 from msgspec.json import decode as fast_loads
 
 from relay.transport import ConnectionClosed, WebSocketConnection, server_connection
-from scripts import audio, bench_stats
+from scripts import audio
+from scripts.bench import stats as bench_stats
 
 _APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from scripts import bench_stats
+from scripts.bench import stats as bench_stats
 from tests.conftest import ROOT
 
 
