@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             print("  back what you say. Export OPENAI_API_KEY to talk to the real gpt-realtime.")
             print("=" * 78, flush=True)
             processes.append(("stand-in model", subprocess.Popen(
-                [python, "-m", "scripts.standin_model", "--port", str(args.standin_port)],
+                [python, "-m", "scripts.fakes.openai", "--port", str(args.standin_port)],
                 cwd=ROOT, env=env)))
         processes.append(("relay", subprocess.Popen(
             [*gunicorn, "-c", "relay/gunicorn.conf.py", "relay.wsgi:app"], cwd=ROOT, env=env)))

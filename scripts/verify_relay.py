@@ -61,8 +61,9 @@ from twilio.request_validator import RequestValidator
 from relay.errors import FrameError
 from relay.ws_frames import OP_CLOSE, FrameDecoder, encode_close
 from scripts import audio, checklist
-from scripts.call import STREAM_PATH, SimulatedCaller, StreamTarget, target_from_relay, target_from_webhook
 from scripts.checklist import HttpAnswer, Layer, Outcome, Report, failed, passed, skipped
+from scripts.fakes.twilio_caller import SimulatedCaller
+from scripts.fakes.twilio_webhook import STREAM_PATH, StreamTarget, target_from_relay, target_from_webhook
 
 HEALTH_PATH = "/healthz"
 DIAGNOSTIC_PATH = "/diagnostic/openai"

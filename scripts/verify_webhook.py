@@ -45,8 +45,9 @@ from twilio.request_validator import RequestValidator
 
 from relay import stream_token
 from scripts import checklist
-from scripts.call import STREAM_PATH, call_form, new_sid
 from scripts.checklist import HttpAnswer, Layer, Outcome, Report, failed, passed, skipped
+from scripts.fakes.twilio_messages import new_sid
+from scripts.fakes.twilio_webhook import STREAM_PATH, call_form
 
 VOICE_PATH = "/twilio/voice"
 STATUS_PATH = "/twilio/status"

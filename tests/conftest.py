@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 
 from relay.config import RelayConfig  # noqa: E402
 from relay.server import RelayApp, RelayHandler, create_app  # noqa: E402
-from scripts.standin_model import StandinModel  # noqa: E402
+from scripts.fakes.openai import StandinModel  # noqa: E402
 
 AUTH_TOKEN = "test-twilio-auth-token-0123456789"
 STREAM_SECRET = "test-stream-token-secret-0123456789abcdef"

@@ -88,7 +88,7 @@ class Bench:
         self.standin_port = args.standin_port or _free_port()
         standin_log = open(self.log_dir / "standin.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.processes.append(subprocess.Popen(
-            _pinned(args.load_cores, [sys.executable, "-m", "scripts.standin_model", "--load",
+            _pinned(args.load_cores, [sys.executable, "-m", "scripts.fakes.openai", "--load",
                                       "--host", args.standin_host, "--port", str(self.standin_port),
                                       "--api-key", self.api_key]),
             cwd=ROOT, stdout=standin_log, stderr=subprocess.STDOUT))

@@ -28,8 +28,8 @@ from gevent.event import Event
 from twilio.request_validator import RequestValidator
 
 from relay import stream_token
-from scripts.call import new_sid
-from scripts.standin_model import SessionRecord, StandinModel
+from scripts.fakes.openai import SessionRecord, StandinModel
+from scripts.fakes.twilio_messages import new_sid
 from tests.conftest import AUTH_TOKEN, STREAM_SECRET
 from tests.helpers import wait_until
 

@@ -26,8 +26,8 @@ import websocket
 
 from relay.live_call import FLOOD_WINDOW_S
 from relay.ws_frames import OP_CONTINUATION, OP_TEXT, encode_frame
-from scripts import standin_model as sm
-from scripts.call import new_sid
+from scripts.fakes.openai import SessionRecord, StandinModel
+from scripts.fakes.twilio_messages import new_sid
 from tests.conftest import GunicornRelay
 from tests.hardening.support import (
     FIGURES,
@@ -96,7 +96,7 @@ class Offender:
         self.send(media_text(stream_sid or self.stream_sid, payload))
         return payload
 
-    def assert_carries_on(self, model: sm.StandinModel) -> sm.SessionRecord:
+    def assert_carries_on(self, model: StandinModel) -> SessionRecord:
         """The call still works: a good frame goes up, then a hang-up gets a normal close."""
         payload = self.media()
         assert wait_until(lambda: any(payload in s.appended for s in model.sessions), 3), (
@@ -119,7 +119,7 @@ class Case:
     """One kind of bad input: what to do, and the log line that must say so."""
 
     name: str
-    act: Callable[[Offender, sm.StandinModel], None]
+    act: Callable[[Offender, StandinModel], None]
     log: str  # regex for the offender's log line; {call} and {conn} are filled in
     opens_session: bool = True
 
@@ -127,11 +127,11 @@ class Case:
 # -- the inputs -----------------------------------------------------------------------------
 
 
-def ignored(*texts: str) -> Callable[[Offender, sm.StandinModel], None]:
+def ignored(*texts: str) -> Callable[[Offender, StandinModel], None]:
     """A case that sends ``texts`` during a real call (``<sid>`` stands for its streamSid):
     each is refused alone, and the call carries on."""
 
-    def act(o: Offender, model: sm.StandinModel) -> None:
+    def act(o: Offender, model: StandinModel) -> None:
         o.start()
         for text in texts:
             o.send(text.replace("<sid>", o.stream_sid))
@@ -143,32 +143,32 @@ def ignored(*texts: str) -> Callable[[Offender, sm.StandinModel], None]:
 DEPTH = 20_000  # 40 KB of brackets: under the frame cap, far over any recursion limit
 
 
-def binary_frame(o: Offender, model: sm.StandinModel) -> None:
+def binary_frame(o: Offender, model: StandinModel) -> None:
     o.start()
     o.ws.send(quiet_frame(), opcode=websocket.ABNF.OPCODE_BINARY)
     o.assert_carries_on(model)
 
 
-def oversized_frame(o: Offender, model: sm.StandinModel) -> None:
+def oversized_frame(o: Offender, model: StandinModel) -> None:
     o.start()
     o.send(json.dumps({"event": "media", "streamSid": o.stream_sid,
                        "media": {"payload": "A" * (70 * 1024)}}))
     o.assert_ended(1009, "twilio_protocol_error")
 
 
-def invalid_utf8(o: Offender, model: sm.StandinModel) -> None:
+def invalid_utf8(o: Offender, model: StandinModel) -> None:
     o.start()
     o.raw(encode_frame(OP_TEXT, b'{"event": "\xff\xfe"}', _mask()))
     o.assert_ended(1007, "twilio_protocol_error")
 
 
-def unmasked_frame(o: Offender, model: sm.StandinModel) -> None:
+def unmasked_frame(o: Offender, model: StandinModel) -> None:
     o.start()
     o.raw(encode_frame(OP_TEXT, b'{"event": "connected"}'))  # RFC 6455 5.1: clients must mask
     o.assert_ended(1002, "twilio_protocol_error")
 
 
-def fragmented_media(o: Offender, model: sm.StandinModel) -> None:
+def fragmented_media(o: Offender, model: StandinModel) -> None:
     o.start()
     payload = b64(quiet_frame())
     data = media_text(o.stream_sid, payload).encode()
@@ -179,7 +179,7 @@ def fragmented_media(o: Offender, model: sm.StandinModel) -> None:
     o.assert_carries_on(model)
 
 
-def ping(o: Offender, model: sm.StandinModel) -> None:
+def ping(o: Offender, model: StandinModel) -> None:
     o.start()
     o.ws.ping(b"are you there")
     o.ws.settimeout(3)
@@ -191,14 +191,14 @@ def ping(o: Offender, model: sm.StandinModel) -> None:
     o.assert_carries_on(model)
 
 
-def unknown_event_spray(o: Offender, model: sm.StandinModel) -> None:
+def unknown_event_spray(o: Offender, model: StandinModel) -> None:
     o.start()
     for n in range(300):  # a new event name each time: each is tolerated, not each logged
         o.send(json.dumps({"event": f"novel_event_{n}", "streamSid": o.stream_sid}))
     o.assert_carries_on(model)
 
 
-def media_before_start(o: Offender, model: sm.StandinModel) -> None:
+def media_before_start(o: Offender, model: StandinModel) -> None:
     early = b64(quiet_frame())
     o.send(connected_text())
     o.media(early)
@@ -207,7 +207,7 @@ def media_before_start(o: Offender, model: sm.StandinModel) -> None:
     assert early not in record.appended
 
 
-def second_start(o: Offender, model: sm.StandinModel) -> None:
+def second_start(o: Offender, model: StandinModel) -> None:
     o.start()
     handshakes = model.handshakes
     other_call, other_stream = new_sid("CA"), new_sid("MZ")
@@ -218,7 +218,7 @@ def second_start(o: Offender, model: sm.StandinModel) -> None:
     assert model.handshakes == handshakes, "a second start opened another Realtime session"
 
 
-def invalid_base64(o: Offender, model: sm.StandinModel) -> None:
+def invalid_base64(o: Offender, model: StandinModel) -> None:
     o.start()
     bad = "this is *not* base64 audio!"
     o.media(bad)  # passed upstream untouched: the model answers with a recoverable error
@@ -226,21 +226,21 @@ def invalid_base64(o: Offender, model: sm.StandinModel) -> None:
     o.assert_carries_on(model)
 
 
-def wrong_stream_sid(o: Offender, model: sm.StandinModel) -> None:
+def wrong_stream_sid(o: Offender, model: StandinModel) -> None:
     o.start()
     stray = o.media(stream_sid=new_sid("MZ"))
     record = o.assert_carries_on(model)
     assert stray not in record.appended
 
 
-def too_many_bad_messages(o: Offender, model: sm.StandinModel) -> None:
+def too_many_bad_messages(o: Offender, model: StandinModel) -> None:
     o.start()
     for _ in range(25):
         o.ws.send(b"\x00" * 8, opcode=websocket.ABNF.OPCODE_BINARY)
     o.assert_ended(1008, "twilio_protocol_error")
 
 
-def flood(o: Offender, model: sm.StandinModel) -> None:
+def flood(o: Offender, model: StandinModel) -> None:
     """5,000 media frames a second, a hundred times Twilio's rate."""
     o.start()
     burst = b"".join(encode_frame(OP_TEXT, media_text(o.stream_sid, b64(quiet_frame())).encode(), _mask())
@@ -266,7 +266,7 @@ def flood(o: Offender, model: sm.StandinModel) -> None:
     assert ran_s < 2 * FLOOD_WINDOW_S + 1, f"the flood ran {ran_s:.1f} s before the watchdog ended it"
 
 
-def invalid_start(o: Offender, model: sm.StandinModel) -> None:
+def invalid_start(o: Offender, model: StandinModel) -> None:
     """A start with a null callSid can never become a call: ended at once, not at the start timeout."""
     o.send(connected_text())
     start = json.loads(start_text(o.stream_sid, o.call_sid, None))
@@ -277,7 +277,7 @@ def invalid_start(o: Offender, model: sm.StandinModel) -> None:
     assert closed.at - sent < 0.5, f"ended {closed.at - sent:.2f} s after the start"
 
 
-def no_start(o: Offender, model: sm.StandinModel) -> None:
+def no_start(o: Offender, model: StandinModel) -> None:
     o.send(connected_text())  # ... and then nothing: not Twilio
     o.assert_ended(1008, "start_timeout")
 
@@ -327,7 +327,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_bad_input_ends_or_is_ignored_for_that_call_alone(
-    case: Case, gunicorn: GunicornRelay, normal_model: sm.StandinModel, teardown: Teardown
+    case: Case, gunicorn: GunicornRelay, normal_model: StandinModel, teardown: Teardown
 ) -> None:
     relay = gunicorn
     model = normal_model

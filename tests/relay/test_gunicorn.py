@@ -11,8 +11,9 @@ import sys
 import time
 from typing import Any
 
-from scripts import standin_model as sm
-from scripts.call import SimulatedCaller, target_from_relay
+from scripts.fakes.openai import StandinModel
+from scripts.fakes.twilio_caller import SimulatedCaller
+from scripts.fakes.twilio_webhook import target_from_relay
 from tests.conftest import AUTH_TOKEN, ROOT, STREAM_SECRET, GunicornRelay
 from tests.helpers import QUIET, get, wait_until
 
@@ -24,7 +25,7 @@ def call_to(relay: GunicornRelay, **kwargs: Any) -> SimulatedCaller:
     return SimulatedCaller(target, auth_token=AUTH_TOKEN, **kwargs)
 
 
-def test_a_call_through_gunicorn_hears_the_assistant(gunicorn_relay: Any, standin: sm.StandinModel) -> None:
+def test_a_call_through_gunicorn_hears_the_assistant(gunicorn_relay: Any, standin: StandinModel) -> None:
     relay = gunicorn_relay(standin.url)
     result = call_to(relay).run()
     assert result.handshake_status == 101 and result.first_audio_ms is not None
@@ -49,7 +50,7 @@ def test_a_bad_environment_stops_gunicorn_at_boot_listing_every_problem() -> Non
         assert expected in done.stderr
 
 
-def test_sigterm_drains_live_calls_then_exits(gunicorn_relay: Any, standin: sm.StandinModel) -> None:
+def test_sigterm_drains_live_calls_then_exits(gunicorn_relay: Any, standin: StandinModel) -> None:
     relay = gunicorn_relay(standin.url, RELAY_GRACEFUL_TIMEOUT_SECONDS="3400")
     calls = [call_to(relay) for _ in range(3)]
     for call in calls:
@@ -75,7 +76,7 @@ def test_sigterm_drains_live_calls_then_exits(gunicorn_relay: Any, standin: sm.S
     assert len(ended) == 3 and all("reason=caller_hangup" in line for line in ended)
 
 
-def test_two_workers_share_max_calls_and_healthz(gunicorn_relay: Any, standin: sm.StandinModel) -> None:
+def test_two_workers_share_max_calls_and_healthz(gunicorn_relay: Any, standin: StandinModel) -> None:
     relay = gunicorn_relay(standin.url, RELAY_WORKERS="2", RELAY_MAX_CALLS="3")
     assert wait_until(lambda: relay.log().count("Booting worker") == 2, 10)
     calls = [call_to(relay, hold_s=5) for _ in range(3)]

@@ -25,7 +25,8 @@ HOLD_S, TIMEOUT_S = 0.2, 2.0
 
 CALLER = f"""
 import json, time
-from scripts.call import SimulatedCaller, StreamTarget
+from scripts.fakes.twilio_caller import SimulatedCaller
+from scripts.fakes.twilio_webhook import StreamTarget
 url = "ws://127.0.0.1:%d/twilio/realtime"
 caller = SimulatedCaller(StreamTarget(url, url, {{}}, "CA1"), auth_token=None, caller_audio=b"",
                          wait_for_audio=False, hold_s={HOLD_S}, timeout_s={TIMEOUT_S})

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from scripts import verify_relay
-from scripts.call import SimulatedCaller, target_from_relay
-from scripts.standin_model import REJECT_401, StandinModel
+from scripts.fakes.openai import Behaviour, Scenario, StandinModel
+from scripts.fakes.twilio_caller import SimulatedCaller
+from scripts.fakes.twilio_webhook import target_from_relay
 from tests.conftest import API_KEY, AUTH_TOKEN, ROOT, STREAM_SECRET, RunningRelay, free_port
 from tests.helpers import wait_until
 from tests.scripts.conftest import SECRETS, Certificate, Serve, relay_app, static_app
@@ -155,7 +156,7 @@ def relay_before(make_relay: Any) -> Iterator[Callable[..., RunningRelay]]:
 @pytest.fixture
 def relay_with_a_refused_key(relay_before: Callable[..., RunningRelay]) -> RunningRelay:
     """A relay whose OpenAI (the stand-in) refuses its key with 401."""
-    return relay_before(behaviour=REJECT_401)
+    return relay_before(behaviour=Behaviour.REJECT_401)
 
 
 def test_openai_refuses_the_relays_key(run_script: Run, relay_with_a_refused_key: RunningRelay) -> None:
@@ -186,7 +187,7 @@ def test_without_the_diagnostic_the_call_says_openai_is_unreachable(
 @pytest.fixture
 def silent_relay(relay_before: Callable[..., RunningRelay]) -> RunningRelay:
     """A relay whose OpenAI (the stand-in) opens the session and never says a word."""
-    return relay_before(greeting_audio=b"", reply="greeting")
+    return relay_before(greeting_audio=b"", scenario=Scenario(echo=False))
 
 
 def test_a_model_that_never_speaks_is_dead_air(run_script: Run, silent_relay: RunningRelay) -> None:
