@@ -20,7 +20,6 @@ from gevent.pool import Pool
 
 from scripts import audio
 from scripts.fakes.openai import Behaviour, StandinModel
-from scripts.fakes.twilio_messages import new_sid
 from tests.conftest import GunicornRelay
 from tests.hardening.support import (
     FIGURES,
@@ -28,17 +27,14 @@ from tests.hardening.support import (
     LogWatch,
     Teardown,
     await_close,
-    b64,
     connect,
-    connected_text,
     fd_count,
     greenlet_count,
-    media_text,
+    new_stream,
     quiet_frame,
     settle,
-    start_text,
+    start_with_token,
     steady,
-    stop_text,
     wait_until,
 )
 from tests.helpers import get_json
@@ -123,29 +119,29 @@ KINDS = ["hang_up", "hang_up", "hang_up", "hang_up", "drop_after_audio", "drop_a
 
 def short_call(ws_base: str, kind: str) -> str:
     """One quick call: no real-time audio, a few frames at most. Returns how it ended."""
-    call_sid, stream_sid = new_sid("CA"), new_sid("MZ")
+    stream = new_stream()
     ws = connect(ws_base)
     try:
         if kind == "drop_before_start":
             return kind
-        ws.send(connected_text())
-        ws.send(start_text(stream_sid, call_sid, None))
+        ws.send(stream.connected())
+        ws.send(start_with_token(stream))
         if kind == "drop_after_start":
             return kind
         if kind == "stop_after_start":
-            ws.send(stop_text(stream_sid, call_sid))
+            ws.send(stream.stop())
             return kind if await_close(ws, 5).code == 1000 else "bad close"
         ws.settimeout(5)
         while json.loads(ws.recv()).get("event") != "media":  # the greeting: the session is up
             pass
-        for seq in range(2, 7):
-            ws.send(media_text(stream_sid, b64(quiet_frame()), seq))
+        for _ in range(5):
+            ws.send(stream.media(quiet_frame()))
         if kind == "drop_after_audio":
             return kind
         if kind == "close_frame_only":
             ws.send_close()
         else:
-            ws.send(stop_text(stream_sid, call_sid))
+            ws.send(stream.stop())
         return kind if await_close(ws, 5).code == 1000 else "bad close"
     finally:
         ws.shutdown()  # the cut calls: no stop, no close frame, the socket just goes

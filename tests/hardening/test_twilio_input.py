@@ -27,7 +27,7 @@ import websocket
 from relay.live_call import FLOOD_WINDOW_S
 from relay.ws_frames import OP_CONTINUATION, OP_TEXT, encode_frame
 from scripts.fakes.openai import SessionRecord, StandinModel
-from scripts.fakes.twilio_messages import new_sid
+from scripts.fakes.twilio_messages import InboundStream
 from tests.conftest import GunicornRelay
 from tests.hardening.support import (
     FIGURES,
@@ -38,11 +38,9 @@ from tests.hardening.support import (
     await_close,
     b64,
     connect,
-    connected_text,
-    media_text,
+    new_stream,
     quiet_frame,
-    start_text,
-    stop_text,
+    start_with_token,
     wait_until,
 )
 from tests.helpers import get_json
@@ -66,8 +64,9 @@ class Offender:
 
     def __init__(self, relay: GunicornRelay, teardown: Teardown) -> None:
         self.relay = relay
-        self.call_sid = new_sid("CA")
-        self.stream_sid = new_sid("MZ")
+        self.stream = new_stream()
+        self.call_sid = self.stream.call_sid
+        self.stream_sid = self.stream.stream_sid
         self.ws = connect(relay.ws_url)
         teardown(self.ws.shutdown)
 
@@ -81,8 +80,8 @@ class Offender:
 
     def start(self, *, wait_ready: bool = True) -> None:
         """``connected`` + ``start``; then wait for the greeting (the session is ready)."""
-        self.send(connected_text())
-        self.send(start_text(self.stream_sid, self.call_sid, None))
+        self.send(self.stream.connected())
+        self.send(start_with_token(self.stream))
         if wait_ready:
             self.ws.settimeout(5)
             while True:  # the greeting's first delta: the call is up and listening
@@ -90,10 +89,10 @@ class Offender:
                 if message.get("event") == "media":
                     return
 
-    def media(self, payload: str | None = None, stream_sid: str | None = None) -> str:
-        """Send one media frame (a fresh quiet one unless ``payload``); its payload."""
+    def media(self, payload: str | None = None, stream: InboundStream | None = None) -> str:
+        """Send one media frame (a fresh quiet one unless ``payload``), on this stream or ``stream``."""
         payload = payload if payload is not None else b64(quiet_frame())
-        self.send(media_text(stream_sid or self.stream_sid, payload))
+        self.send((stream or self.stream).media_b64(payload))
         return payload
 
     def assert_carries_on(self, model: StandinModel) -> SessionRecord:
@@ -102,7 +101,7 @@ class Offender:
         assert wait_until(lambda: any(payload in s.appended for s in model.sessions), 3), (
             "the offending call stopped relaying audio")
         record = next(s for s in model.sessions if payload in s.appended)
-        self.send(stop_text(self.stream_sid, self.call_sid))
+        self.send(self.stream.stop())
         closed = await_close(self.ws, OFFENDER_CLOSE_S)
         assert closed.code == 1000, closed
         return record
@@ -171,7 +170,7 @@ def unmasked_frame(o: Offender, model: StandinModel) -> None:
 def fragmented_media(o: Offender, model: StandinModel) -> None:
     o.start()
     payload = b64(quiet_frame())
-    data = media_text(o.stream_sid, payload).encode()
+    data = o.stream.media_b64(payload).encode()
     o.raw(_fragment(OP_TEXT, data[:50], final=False))  # RFC 6455 5.4: one message, three frames
     o.raw(_fragment(OP_CONTINUATION, data[50:200], final=False))
     o.raw(_fragment(OP_CONTINUATION, data[200:], final=True))
@@ -200,7 +199,7 @@ def unknown_event_spray(o: Offender, model: StandinModel) -> None:
 
 def media_before_start(o: Offender, model: StandinModel) -> None:
     early = b64(quiet_frame())
-    o.send(connected_text())
+    o.send(o.stream.connected())
     o.media(early)
     o.start()
     record = o.assert_carries_on(model)
@@ -210,9 +209,9 @@ def media_before_start(o: Offender, model: StandinModel) -> None:
 def second_start(o: Offender, model: StandinModel) -> None:
     o.start()
     handshakes = model.handshakes
-    other_call, other_stream = new_sid("CA"), new_sid("MZ")
-    o.send(start_text(other_stream, other_call, None))  # even with a valid token of its own
-    hijack = o.media(stream_sid=other_stream)
+    other = new_stream()
+    o.send(start_with_token(other))  # even with a valid token of its own
+    hijack = o.media(stream=other)
     record = o.assert_carries_on(model)
     assert hijack not in record.appended
     assert model.handshakes == handshakes, "a second start opened another Realtime session"
@@ -228,7 +227,7 @@ def invalid_base64(o: Offender, model: StandinModel) -> None:
 
 def wrong_stream_sid(o: Offender, model: StandinModel) -> None:
     o.start()
-    stray = o.media(stream_sid=new_sid("MZ"))
+    stray = o.media(stream=InboundStream(o.call_sid))  # the same call, another StreamSid
     record = o.assert_carries_on(model)
     assert stray not in record.appended
 
@@ -243,8 +242,7 @@ def too_many_bad_messages(o: Offender, model: StandinModel) -> None:
 def flood(o: Offender, model: StandinModel) -> None:
     """5,000 media frames a second, a hundred times Twilio's rate."""
     o.start()
-    burst = b"".join(encode_frame(OP_TEXT, media_text(o.stream_sid, b64(quiet_frame())).encode(), _mask())
-                     for _ in range(100))
+    burst = b"".join(encode_frame(OP_TEXT, o.stream.media(quiet_frame()).encode(), _mask()) for _ in range(100))
 
     def pour() -> None:
         try:
@@ -268,8 +266,8 @@ def flood(o: Offender, model: StandinModel) -> None:
 
 def invalid_start(o: Offender, model: StandinModel) -> None:
     """A start with a null callSid can never become a call: ended at once, not at the start timeout."""
-    o.send(connected_text())
-    start = json.loads(start_text(o.stream_sid, o.call_sid, None))
+    o.send(o.stream.connected())
+    start = json.loads(start_with_token(o.stream))
     start["start"]["callSid"] = None
     sent = time.monotonic()
     o.send(json.dumps(start))
@@ -278,7 +276,7 @@ def invalid_start(o: Offender, model: StandinModel) -> None:
 
 
 def no_start(o: Offender, model: StandinModel) -> None:
-    o.send(connected_text())  # ... and then nothing: not Twilio
+    o.send(o.stream.connected())  # ... and then nothing: not Twilio
     o.assert_ended(1008, "start_timeout")
 
 

@@ -27,7 +27,7 @@ from twilio.request_validator import RequestValidator
 
 from relay import stream_token
 from scripts.fakes.openai import StandinModel
-from scripts.fakes.twilio_messages import new_sid
+from scripts.fakes.twilio_messages import InboundStream, new_sid
 from tests.conftest import AUTH_TOKEN, DIAGNOSTIC_TOKEN, RunningRelay
 from tests.hardening.support import (
     FIGURES,
@@ -35,15 +35,12 @@ from tests.hardening.support import (
     GoodCall,
     Teardown,
     await_close,
-    b64,
     connect,
-    connected_text,
-    media_text,
     mint,
     quiet_frame,
     refusal,
     signature_for,
-    start_text,
+    start_with_token,
     wait_until,
 )
 from tests.helpers import get_json
@@ -89,13 +86,13 @@ TOKEN_CASES = list(_tokens("CA0")) + ["replayed_after_the_call", "replayed_durin
 
 def _start_and_push_audio(relay: RunningRelay, call_sid: str, params: dict[str, str]) -> tuple[int | None, str]:
     """A signed stream whose start carries ``params``, then media anyway; how it was closed."""
-    stream_sid = new_sid("MZ")
+    stream = InboundStream(call_sid)
     ws = connect(relay.ws_url)
-    ws.send(connected_text())
-    ws.send(start_text(stream_sid, call_sid, params))
+    ws.send(stream.connected())
+    ws.send(start_with_token(stream, params))
     try:
-        for seq in range(2, 22):  # it keeps talking, as if it had been let in
-            ws.send(media_text(stream_sid, b64(quiet_frame()), seq))
+        for _ in range(20):  # it keeps talking, as if it had been let in
+            ws.send(stream.media(quiet_frame()))
     except (websocket.WebSocketException, OSError):
         pass  # the relay has hung up already
     closed = await_close(ws, 3)
