@@ -24,9 +24,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts import audio
-from scripts.checklist import DEFAULT_ENV_FILE, read_env_file
 from scripts.fakes.twilio_caller import CallResult, SimulatedCaller
 from scripts.fakes.twilio_webhook import StreamTarget, target_from_relay, target_from_webhook
+from scripts.verify.settings import DEFAULT_ENV_FILE, read_env_file
 
 
 def print_report(result: CallResult, target: StreamTarget, out: Path | None) -> None:
