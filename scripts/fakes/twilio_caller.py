@@ -1,7 +1,7 @@
 """A simulated Twilio caller: one call against a relay, on Twilio's side of a Media Stream.
 
-It speaks over an independent WebSocket client (``websockets``' threading API, never the
-relay's own code): signs the upgrade with ``X-Twilio-Signature``, sends ``connected`` and
+It speaks over an independent WebSocket client (websockets' protocol, never the relay's own
+code: scripts/fakes/websocket_client.py): signs the upgrade with ``X-Twilio-Signature``, sends ``connected`` and
 ``start`` (with ``customParameters`` carrying the stream token), then caller audio in real
 time, 20 ms per ``media`` frame, every message built by ``InboundStream``. It plays what the
 assistant sends at 8 kHz, echoes each ``mark`` when the audio before it has finished
@@ -9,7 +9,7 @@ playing (and at once after a ``clear``, as Twilio does), records what the caller
 keeps a timeline: time to first audio, barge-ins, how it ended.
 
 It runs in real threads (``make call``, the verify scripts) and, in the monkey-patched test
-process, in greenlets: websockets' threading API works in both.
+process, in greenlets: the client blocks only in ``recv`` on its own socket, which works in both.
 
 Twilio's behaviour it follows is in docs/twilio-media-streams.md; where the call goes (the
 relay directly, or the webhook's TwiML) is scripts/fakes/twilio_webhook.py.
@@ -18,7 +18,6 @@ relay directly, or the webhook's TwiML) is scripts/fakes/twilio_webhook.py.
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 import time
 from collections import deque
@@ -26,12 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twilio.request_validator import RequestValidator
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
 
 from scripts import audio
 from scripts.fakes.twilio_messages import InboundStream
 from scripts.fakes.twilio_webhook import StreamTarget
+from scripts.fakes.websocket_client import ClientConnection, ConnectionClosed, HandshakeFailed, HandshakeRefused
 
 # What Twilio's media streams send as User-Agent (seen in relay logs).
 USER_AGENT = "Twilio.TmeWs/1.0"
@@ -179,30 +177,23 @@ class SimulatedCaller:
         if self.auth_token:
             headers["X-Twilio-Signature"] = RequestValidator(self.auth_token).compute_signature(
                 self.target.signed_url, {})
-        context = None
-        if self.target.url.startswith("wss:"):
-            context = ssl.create_default_context(cafile=self.ca_file)
         self._t0 = time.monotonic()
         try:
-            # Twilio pings nobody and goes through no proxy; audio messages may be of any size.
-            # legacy=True: the connection outlives this method (hang_up closes it), so it is
-            # not opened as a context manager.
-            self._ws = connect(self.target.url, additional_headers=headers, user_agent_header=USER_AGENT,
-                               ssl=context, compression="deflate" if self.offer_deflate else None, proxy=None,
-                               open_timeout=self.timeout_s, close_timeout=self.timeout_s,
-                               ping_interval=None, max_size=None, legacy=True)
-        except InvalidStatus as exc:
-            self.result.handshake_status = exc.response.status_code
-            self.result.handshake_body = bytes(exc.response.body or b"").decode("utf-8", "replace")
-            self._note(f"upgrade refused: HTTP {exc.response.status_code}")
+            self._ws = ClientConnection.connect(self.target.url, headers=headers, timeout_s=self.timeout_s,
+                                                ca_file=self.ca_file, offer_deflate=self.offer_deflate,
+                                                user_agent=USER_AGENT)
+        except HandshakeRefused as exc:
+            self.result.handshake_status = exc.status
+            self.result.handshake_body = exc.body.decode("utf-8", "replace")
+            self._note(f"upgrade refused: HTTP {exc.status}")
             return False
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
+        except (OSError, HandshakeFailed) as exc:
             self.result.errors.append(f"connect failed: {exc}")
             self._note(f"connect failed: {exc}")
             return False
         self.result.handshake_status = 101
         self.result.connected = True
-        self.result.extensions = [extension.name for extension in self._ws.protocol.extensions]
+        self.result.extensions = self._ws.extensions
         self._note("connected (101)")
         return True
 
@@ -359,8 +350,8 @@ class SimulatedCaller:
         try:
             if self.send_stop:
                 self.send(self.stream.stop())
-                # websockets waits up to close_timeout for the relay's answering close, then
-                # drops the connection; the reader thread sees either.
+                # The close waits up to timeout_s for the relay's answering close, then drops
+                # the connection; the reader thread sees either.
                 self._letting_go = True
                 ws.close()
         except (ConnectionClosed, OSError) as exc:
@@ -371,4 +362,4 @@ class SimulatedCaller:
     def _let_go(self, ws: ClientConnection) -> None:
         """Release the socket now, waking the reader."""
         self._letting_go = True
-        ws.close_socket()
+        ws.abort()
