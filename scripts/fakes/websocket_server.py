@@ -96,7 +96,7 @@ class Connection:
                 if self.protocol.handshake_exc is not None:
                     self._flush()  # websockets' own 400 for a malformed request
                     return None
-        except (OSError, ssl.SSLError):
+        except (OSError, ValueError):  # ValueError: a TLS socket shut down under us
             return None
         finally:
             self.sock.settimeout(None)
@@ -117,7 +117,7 @@ class Connection:
             try:
                 if not self.sock.recv(RECV_BYTES):
                     return
-            except (OSError, ssl.SSLError):
+            except (OSError, ValueError):  # ValueError: a TLS socket shut down under us
                 return
 
     # -- receiving ---------------------------------------------------------------------------
@@ -128,7 +128,7 @@ class Connection:
         while protocol.state is not CLOSED:
             try:
                 data = self.sock.recv(RECV_BYTES)
-            except (OSError, ssl.SSLError):
+            except (OSError, ValueError):  # ValueError: a TLS socket shut down under us
                 data = b""
             if data:
                 protocol.receive_data(data)
@@ -247,7 +247,7 @@ class Connection:
                     self.abort()  # TLS cannot half-close here: the server ends the TCP connection
                 else:
                     self.sock.shutdown(socket.SHUT_WR)  # websockets' end of stream
-            except (OSError, ssl.SSLError) as exc:
+            except (OSError, ValueError) as exc:
                 self._broken = True
                 raise ConnectionClosed(str(exc)) from None
 
@@ -276,7 +276,8 @@ class WebSocketServer:
 
     def __init__(self, host: str, port: int, *, on_request: RequestHandler, on_open: ConnectionHandler,
                  ssl_context: ssl.SSLContext | None = None, max_message_bytes: int = 16 * 1024 * 1024,
-                 handshake_timeout_s: float = 10.0, close_timeout_s: float = 2.0) -> None:
+                 handshake_timeout_s: float = 10.0, close_timeout_s: float = 2.0,
+                 recv_buffer_bytes: int | None = None) -> None:
         self.on_request = on_request
         self.on_open = on_open
         self.ssl_context = ssl_context
@@ -285,7 +286,15 @@ class WebSocketServer:
         self.close_timeout_s = close_timeout_s
         self.connections: set[Connection] = set()
         self.tls_failures: list[str] = []  # TLS handshakes that failed (the client refused us, often)
-        self._server = StreamServer((host, port), self._handle)
+        listener: Any = (host, port)
+        if recv_buffer_bytes is not None:
+            # A small receive window, set before listen() so accepted sockets inherit it: a
+            # stand-in that stops reading then pushes back on its client within a few KB.
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv_buffer_bytes)
+            listener.bind((host, port))
+            listener.listen(128)
+        self._server = StreamServer(listener, self._handle)
         self.port = 0
 
     def start(self) -> WebSocketServer:
@@ -303,12 +312,16 @@ class WebSocketServer:
     def _handle(self, sock: socket.socket, address: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.ssl_context is not None:
+            tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             try:
-                sock = self._tls(sock)
-            except (OSError, ssl.SSLError) as exc:
+                tls.settimeout(self.handshake_timeout_s)
+                tls.do_handshake()
+                tls.settimeout(None)
+            except (OSError, ValueError) as exc:
                 self.tls_failures.append(str(exc))
-                sock.close()
+                tls.close()
                 return
+            sock = tls
         conn = Connection(sock, address, max_message_bytes=self.max_message_bytes,
                           close_timeout_s=self.close_timeout_s)
         self.connections.add(conn)
@@ -322,14 +335,6 @@ class WebSocketServer:
         finally:
             self.connections.discard(conn)
             conn.release()
-
-    def _tls(self, sock: socket.socket) -> ssl.SSLSocket:
-        assert self.ssl_context is not None
-        tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        tls.settimeout(self.handshake_timeout_s)
-        tls.do_handshake()
-        tls.settimeout(None)
-        return tls
 
 
 def json_response(status: int, reason: str, body: bytes) -> Response:

@@ -12,8 +12,10 @@ A ``Behaviour`` is chosen per stand-in (``StandinModel.behaviour``) or per sessi
   close with 1011, ``session_expired`` then a close (fatal), ``session_expired`` with the
   socket left open (the relay must end the call on the error alone), or every response
   failing for ``insufficient_quota`` from then on (the socket stays open);
-- on the socket: once the session is configured, the stand-in stops reading it for good,
-  or pauses reading for ``PAUSE_READING_S``: backpressure on the relay's writes.
+- on the socket: from the first appended audio on (the relay is then forwarding the
+  caller), the stand-in stops reading it for good, or pauses reading until the test sets
+  ``StandinModel.resume_reading`` (at most ``PAUSE_READING_S``): backpressure on the
+  relay's writes.
 
 The strings are the values ``python -m scripts.fakes.openai --behaviour`` takes.
 """
@@ -25,8 +27,8 @@ import json
 
 # Mid-call faults strike at this audio delta of a response (after some audio has played).
 FAULT_AT_DELTA = 3
-# PAUSE_READING: how long the stand-in stops reading, once the session is configured.
-PAUSE_READING_S = 1.0
+# PAUSE_READING: the longest the stand-in stops reading, at the first appended audio.
+PAUSE_READING_S = 5.0
 
 
 class Behaviour(enum.Enum):

@@ -1,7 +1,8 @@
 """The stand-in Realtime API server: where the relay connects instead of OpenAI.
 
 ``StandinModel(...).start()`` listens on a free loopback port (``ws://``, or ``wss://`` with
-a certificate: ``certfile``/``keyfile``); point the relay's OPENAI_REALTIME_URL at ``url``.
+a certificate: ``certfile``/``keyfile``, and ``url_host`` the name it is issued for); point
+the relay's OPENAI_REALTIME_URL at ``url``.
 It checks the handshake as the real API does (``Authorization: Bearer``, the ``model``
 query parameter; an ``OpenAI-Beta`` header gets ``beta_api_shape_disabled`` and close 4000,
 as the GA API has answered since the beta was retired), then runs a ``Session`` per
@@ -60,6 +61,7 @@ class StandinModel:
         certfile: str | None = None,
         keyfile: str | None = None,
         url_host: str | None = None,
+        recv_buffer_bytes: int | None = None,
     ) -> None:
         self.host = host
         self.api_key = api_key
@@ -77,6 +79,7 @@ class StandinModel:
         self.sessions: list[SessionRecord] = []
         self.live: set[Session] = set()
         self.session_opened = Event()
+        self.resume_reading = Event()  # PAUSE_READING: sessions read again once it is set
         self._planned: deque[Behaviour] = deque()
         context = None
         if certfile is not None:
@@ -84,7 +87,7 @@ class StandinModel:
             context.load_cert_chain(certfile, keyfile)
         self.secure = context is not None
         self._server = WebSocketServer(host, port, on_request=self._on_request, on_open=self._on_open,
-                                       ssl_context=context)
+                                       ssl_context=context, recv_buffer_bytes=recv_buffer_bytes)
 
     @property
     def behaviour(self) -> Behaviour:

@@ -161,18 +161,18 @@ class Session:
                 self.error("invalid_value", f"Invalid value: '{event.get('type')}'.", "type", event.get("event_id"))
                 continue
             handler(event)
-            if self.configured and not self._keep_reading():
+            if event.get("type") == "input_audio_buffer.append" and not self._keep_reading():
                 return
 
     def _keep_reading(self) -> bool:
-        """STOP_READING / PAUSE_READING, once the session is configured; False: stop for good."""
+        """STOP_READING / PAUSE_READING, from the first appended audio on; False: stop for good."""
         if self.behaviour is Behaviour.STOP_READING:
             self.record.fault_at = time.monotonic()
             self.conn.ended.wait()  # the socket stays open, unread, until the stand-in stops
             return False
         if self.behaviour is Behaviour.PAUSE_READING and self.record.fault_at is None:
             self.record.fault_at = time.monotonic()
-            gevent.sleep(PAUSE_READING_S)
+            self.model.resume_reading.wait(PAUSE_READING_S)
         return True
 
     def session_body(self, requested: dict[str, Any]) -> dict[str, Any]:
