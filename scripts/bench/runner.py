@@ -12,6 +12,8 @@ frames/s while the model streams 50 frames/s back, and the table reports:
 - time from ``start`` to first audio (ms);
 - the load generator's own CPU and tick lag, so a load-generator limit is visible.
 
+``--tls`` puts the upstream on wss://, as in production (the stand-in serves a certificate
+from a test CA made for the run; the relay trusts it through OpenSSL's SSL_CERT_FILE).
 ``--relay-url`` aims it at any relay (then the relay's OPENAI_REALTIME_URL must point at
 the stand-in this script starts: see ``--standin-host``/``--standin-port``; ``--relay-pid``
 measures its CPU when it runs on this machine), ``--json`` prints the rows for
@@ -26,15 +28,16 @@ import os
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from scripts import local_stack
 from scripts.bench import stats as bench_stats
 from scripts.bench.procfs import cpu_seconds, machine, rss_kib, tree
 
@@ -64,9 +67,19 @@ def _cores(spec: str) -> set[int]:
     return cores
 
 
-def _wait_up(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    if not local_stack.wait_http(url, 20, process):
-        raise SystemExit(f"bench: {url} did not come up; see {log}")
+def _wait_up(url: str, process: subprocess.Popen[bytes], log: Path,
+             context: ssl.SSLContext | None = None) -> None:
+    """Poll ``url`` until it answers; exit with a plain line if ``process`` dies or 20 s pass."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=1, context=context):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"bench: {url} did not come up; see {log}")
 
 
 class Bench:
@@ -81,20 +94,46 @@ class Bench:
         self.relay: subprocess.Popen[bytes] | None = None
         self.log_dir = ROOT / "build" / "bench"
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.ca_file: Path | None = None
+        self.context: ssl.SSLContext | None = None
+
+    def _tls_options(self) -> list[str]:
+        """--tls: a test CA and a certificate for localhost (build/bench/tls/); the stand-in's options."""
+        from scripts.fakes.certificates import TestCertificates  # trustme: requirements/bench.txt
+
+        certificates = TestCertificates(self.log_dir / "tls")
+        certificate = certificates.server("localhost")
+        self.ca_file = certificates.ca_file
+        self.context = ssl.create_default_context(cafile=str(certificates.ca_file))
+        return ["--certfile", str(certificate.certfile), "--keyfile", str(certificate.keyfile),
+                "--url-host", "localhost"]
+
+    def _fetch(self, url: str, method: str = "GET") -> Any:
+        """One request to the stand-in's HTTP side; its JSON answer."""
+        request = urllib.request.Request(url, method=method)
+        with urllib.request.urlopen(request, timeout=30, context=self.context) as response:
+            return json.loads(response.read())
 
     def start(self) -> None:
         """Stand-in model on the load core; the relay (unless --relay-url) on its own."""
         args = self.args
         self.standin_port = args.standin_port or _free_port()
+        tls = self._tls_options() if args.tls else []
         standin_log = open(self.log_dir / "standin.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.processes.append(subprocess.Popen(
             _pinned(args.load_cores, [sys.executable, "-m", "scripts.fakes.openai", "--load",
                                       "--host", args.standin_host, "--port", str(self.standin_port),
-                                      "--api-key", self.api_key]),
+                                      "--api-key", self.api_key, *tls]),
             cwd=ROOT, stdout=standin_log, stderr=subprocess.STDOUT))
         self.standin = self.processes[-1]
-        self.standin_http = f"http://127.0.0.1:{self.standin_port}"
-        _wait_up(self.standin_http + "/", self.standin, self.log_dir / "standin.log")
+        # With --tls the stand-in's name is its certificate's; its plain HTTP side is TLS too.
+        host, scheme = ("localhost", "s") if args.tls else ("127.0.0.1", "")
+        self.standin_http = f"http{scheme}://{host}:{self.standin_port}"
+        self.standin_ws = f"ws{scheme}://{host}:{self.standin_port}/v1/realtime"
+        _wait_up(self.standin_http + "/", self.standin, self.log_dir / "standin.log", self.context)
+        if args.tls and args.relay_url:
+            print(f"bench: the stand-in serves {self.standin_ws}; give the relay SSL_CERT_FILE={self.ca_file}",
+                  file=sys.stderr)
         if args.relay_url:
             base = args.relay_url.rstrip("/")
             self.relay_ws = "ws" + base[4:] if base.startswith("http") else base
@@ -107,13 +146,15 @@ class Bench:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "OPENAI_"))}
         env.update({
             "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": self.api_key,
-            "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{self.standin_port}/v1/realtime",
+            "OPENAI_REALTIME_URL": self.standin_ws,
             "TWILIO_AUTH_TOKEN": self.auth_token, "STREAM_TOKEN_SECRET": self.stream_secret,
             "RELAY_PUBLIC_URL": f"ws://127.0.0.1:{port}", "RELAY_BIND": f"127.0.0.1:{port}",
             "RELAY_MAX_CALLS": "100000",
         })
         if args.workers:
             env["RELAY_WORKERS"] = str(args.workers)
+        if self.ca_file is not None:
+            env["SSL_CERT_FILE"] = str(self.ca_file)  # OpenSSL's own variable: no setting of ours
         relay_log = open(self.log_dir / "relay.log", "wb")  # noqa: SIM115
         self.relay = subprocess.Popen(
             _pinned(args.relay_cores, [sys.executable, "-m", "gunicorn", "-c", "relay/gunicorn.conf.py",
@@ -140,8 +181,7 @@ class Bench:
     def step(self, calls: int, *, profile_it: bool = False) -> dict[str, Any]:
         """One load step of ``calls`` calls; returns its table row (``profile_it``: under py-spy)."""
         args = self.args
-        urllib.request.urlopen(urllib.request.Request(self.standin_http + "/reset", method="POST"),
-                               timeout=5).read()
+        self._fetch(self.standin_http + "/reset", "POST")
         relay_pid = self.relay.pid if self.relay is not None else self.args.relay_pid
         idle_rss = rss_kib(relay_pid) if relay_pid else 0
         config = {"url": self.relay_ws + "/twilio/realtime", "signed_url": self.signed_url,
@@ -184,9 +224,7 @@ class Bench:
             raise RuntimeError(f"load generator failed:\n{err.decode()[-2000:]}")
         result = json.loads(out)
         start_ns, end_ns = result["window_ns"]
-        with urllib.request.urlopen(f"{self.standin_http}/stats?start={start_ns}&end={end_ns}",
-                                    timeout=30) as response:
-            model = json.loads(response.read())
+        model = self._fetch(f"{self.standin_http}/stats?start={start_ns}&end={end_ns}")
 
         up = bench_stats.Direction(sent=result["up_sent"], received=model["up_received"])
         up.add(model["up_latencies_ms"])
@@ -248,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
                              "its CPU and memory")
     parser.add_argument("--standin-host", default="127.0.0.1")
     parser.add_argument("--standin-port", type=int, default=0)
+    parser.add_argument("--tls", action="store_true",
+                        help="the upstream over wss://, as in production: the stand-in serves a certificate from a "
+                             "test CA made for the run, which the relay trusts through SSL_CERT_FILE")
     parser.add_argument("--workers", type=int, help="RELAY_WORKERS (default: one per core it is pinned to)")
     default_relay, default_load = ("0", "1") if (os.cpu_count() or 1) >= 2 else (None, None)
     parser.add_argument("--relay-cores", default=default_relay, help="taskset core list for the relay")

@@ -102,6 +102,19 @@ def test_a_small_real_run(tmp_path: object) -> None:
     assert report["targets"][0].startswith("capacity:")
 
 
+def test_a_small_run_with_the_upstream_over_tls() -> None:
+    """make bench --tls, tiny: the stand-in serves wss:// (a test CA made for the run), the relay trusts it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.bench_relay", "--tls", "--steps", "2", "--duration", "2", "--warmup", "0.5",
+         "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (step,) = json.loads(done.stdout)["rows"]
+    assert step["calls"] == 2 and step["failed"] == 0 and step["lost"] == 0
+    assert step["up"]["received"] > 20 and step["down"]["received"] > 20
+    relay_log = (ROOT / "build" / "bench" / "relay.log").read_text()
+    assert "tls_ms=" in relay_log  # the relay's upstream went through a TLS handshake
+
+
 def test_repeated_steps_hold_by_majority_and_report_medians() -> None:
     runs_150 = [row(150, cpu_ms_per_call_s=cpu, rss_kib_per_call=50.0, first_audio_ms=4.0, down=down)
                 for cpu, down in ((4.5, 3.0), (5.2, 12.0), (4.7, 4.0))]
