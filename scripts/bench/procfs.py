@@ -55,7 +55,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    # The interpreter's build moves the relay's CPU by more than a tenth (README: Performance),
+    # The interpreter's build moves the relay's CPU by more than a tenth (docs/performance.md),
     # so say which one ran: the base interpreter behind the virtualenv.
     interpreter = getattr(sys, "_base_executable", sys.executable)
     return f"{model}, {os.cpu_count()} cores, Python {sys.version.split()[0]} ({interpreter})"

@@ -66,7 +66,10 @@ def test_every_skip_says_why(report: dict[str, Any]) -> None:
 
 
 def test_every_inline_skip_is_one_checkov_honours(report: dict[str, Any]) -> None:
-    """A #checkov:skip outside a resource block is silently ignored (infra.md 5): count them."""
+    """A #checkov:skip outside a resource block is silently ignored: count them.
+
+    docs/infra-testing.md#suppressing-a-checkov-check
+    """
     written: Counter[tuple[str, str]] = Counter()
     for path in INFRA.rglob("*.tf"):
         for check_id in re.findall(r"#checkov:skip=([A-Z0-9_]+):", path.read_text()):

@@ -1,4 +1,4 @@
-"""The design's invariants (issue 6, infra.md 2a and 4), checked on the Terraform's own values.
+"""The design's invariants (issue 6, docs/aws-deployment.md), checked on the Terraform's own values.
 
 Values are followed through variables, module calls and locals to their defaults (and to
 terraform.tfvars.example for the inputs that have none), so a change anywhere along the chain is seen.
@@ -197,7 +197,7 @@ def test_autoscaling_group_rolls_with_latest_version(stack: Stack) -> None:
     group = relay(stack, "aws_autoscaling_group", "this")
     (template,) = group["launch_template"]
     assert template["version"] == "${aws_launch_template.this.latest_version}", (
-        "a refresh does not start for $Latest (infra.md 2a)")
+        "a refresh does not start for $Latest (docs/aws-deployment.md#draining-and-instance-refresh)")
     assert group["health_check_type"] == "ELB"
     assert group["target_group_arns"] == ["${aws_lb_target_group.this.arn}"]
     (refresh,) = group["instance_refresh"]

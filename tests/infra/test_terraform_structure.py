@@ -1,7 +1,7 @@
 """infra/ is well-formed Terraform: it parses, every input and output is documented, versions are pinned.
 
 The tflint rules terraform-aws-modules runs (documented/typed variables, documented outputs, required
-version and providers, standard module structure), reproduced offline with python-hcl2 (infra.md 5).
+version and providers, standard module structure), reproduced offline with python-hcl2 (docs/infra-testing.md).
 """
 
 from __future__ import annotations

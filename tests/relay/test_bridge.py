@@ -401,7 +401,7 @@ def _failed_response(code: str) -> oai.OpenAIEvent:
 
 
 def test_a_response_failing_for_quota_ends_the_call() -> None:
-    # Out of credit mid-call, every response fails (protocols.md 2.4: quota failures surface
+    # Out of credit mid-call, every response fails (docs/openai-realtime.md#limits-and-errors: quota failures surface
     # in response.done): the caller would sit in silence, so the fallback must play instead.
     bridge, _clock = active()
     assert bridge.on_openai(_failed_response("insufficient_quota")) == [EndCall("openai_error", 1011)]
