@@ -13,13 +13,16 @@ call while another call flows.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import gevent
 import pytest
 
 from relay import stream_token
@@ -31,7 +34,7 @@ from scripts.fakes.twilio_webhook import target_from_relay
 from scripts.fakes.websocket_client import ClientConnection, ConnectionClosed
 from scripts.verify import relay as verify_relay
 from tests.conftest import API_KEY, AUTH_TOKEN, DIAGNOSTIC_TOKEN, STREAM_SECRET, RunningRelay
-from tests.hardening.support import GoodCall, signature_for
+from tests.hardening.support import GoodCall, fd_count, settle, signature_for
 from tests.helpers import QUIET, get, wait_until
 
 GREETING = bytes((i * 7 + 1) % 256 for i in range(3200))  # 400 ms: four 100 ms deltas
@@ -146,14 +149,20 @@ def test_the_diagnostic_names_the_certificates_problem(
 # -- backpressure on the relay's TLS writes -----------------------------------------------------------
 
 
-def _caller_up(relay: RunningRelay) -> tuple[ClientConnection, InboundStream]:
-    """A call whose greeting has started (the session is up: the relay forwards the caller's audio)."""
+def _start_call(relay: RunningRelay) -> tuple[ClientConnection, InboundStream]:
+    """A signed stream that has sent ``connected`` and a ``start`` with a valid token."""
     ws = ClientConnection.connect(relay.ws_url + "/twilio/realtime",
                                   headers={"X-Twilio-Signature": signature_for(relay.ws_url)}, timeout_s=5)
     stream = InboundStream(new_sid("CA"))
     ws.send(stream.connected())
     ws.send(stream.start({stream_token.PARAMETER_NAME: stream_token.mint(STREAM_SECRET, stream.call_sid,
                                                                         time.time(), 300)}))
+    return ws, stream
+
+
+def _caller_up(relay: RunningRelay) -> tuple[ClientConnection, InboundStream]:
+    """A call whose greeting has started (the session is up: the relay forwards the caller's audio)."""
+    ws, stream = _start_call(relay)
     while '"media"' not in ws.recv(timeout=5):
         pass
     return ws, stream
@@ -224,3 +233,40 @@ def test_a_stand_in_that_stops_reading_over_tls_ends_that_call_while_another_flo
         stalled.abort()
         if other is not None:
             other.abort()
+
+
+# -- a call that ends while the relay's TLS handshake is in progress ---------------------------------
+
+
+def test_a_call_that_ends_during_the_tls_handshake_leaves_no_socket_behind(make_relay: Any) -> None:
+    """The relay pre-connects to OpenAI (TCP, then TLS) while ``start`` is on its way; a caller who
+    leaves then ends the call, and the pre-connect is stopped mid-handshake. Its socket must be
+    closed there and then, not left for the garbage collector (a descriptor per call meanwhile:
+    upgrades that hang up at once could run a worker out of them)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def never_answer_tls() -> None:
+        while True:
+            conn, _ = listener.accept()
+            held.append(conn)  # the ClientHello arrives; no ServerHello ever goes back
+
+    acceptor = gevent.spawn(never_answer_tls)
+    relay = make_relay(f"wss://localhost:{listener.getsockname()[1]}/v1/realtime",
+                       OPENAI_CONNECT_TIMEOUT_SECONDS="20", OPENAI_SESSION_TIMEOUT_SECONDS="25")
+    gc.collect()
+    gc.disable()  # only an explicit close may free the socket here
+    try:
+        before = fd_count()
+        for n in range(5):
+            ws, stream = _start_call(relay)
+            assert wait_until(lambda n=n: len(held) > n, 3), "the relay never began its TLS handshake"
+            ws.abort()  # the caller is gone while the handshake waits
+            assert wait_until(lambda ws=ws: ws.ended.is_set() and not relay.app.registry.calls, 3)
+        for conn in held:
+            conn.close()
+        assert settle(fd_count, before) <= before, f"descriptors {before} -> {fd_count()}"
+    finally:
+        gc.enable()
+        acceptor.kill()
+        listener.close()
