@@ -128,10 +128,6 @@ class StandinModel:
         """Close every session and stop listening."""
         self._server.stop()
 
-    def reply_audio(self, heard: bytes) -> bytes:
-        """What the default scenario says after a caller turn (kept for callers of the old API)."""
-        return heard if self.scenario.echo and heard else self.greeting_audio
-
     # -- the handshake ---------------------------------------------------------------------------
 
     def _on_request(self, conn: Connection) -> Response | None:

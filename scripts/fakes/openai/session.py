@@ -81,7 +81,12 @@ class Wire:
 class Scenario:
     """The conversation: greet when asked, then answer each caller turn with their own words.
 
-    ``echo=False`` answers every turn with the greeting clip instead.
+    ``echo=False`` answers every turn with the greeting clip instead. Another conversation is
+    a subclass overriding the hooks, for instance one that calls a tool once the caller has
+    spoken: ``on_caller_turn`` sends the ``response.output_item.added`` (a ``function_call``
+    item), ``response.function_call_arguments.done`` and ``response.done`` events with
+    ``session.send``, and ``on_item_created`` answers the relay's ``function_call_output``
+    with ``session.speak``. Hooks run in the session's reading greenlet: they must not block.
     """
 
     def __init__(self, *, echo: bool = True) -> None:
