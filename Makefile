@@ -17,7 +17,7 @@ help:
 	@echo "make test         run the whole test suite"
 	@echo "make call         place one simulated call against the running local stack"
 	@echo "make lint         ruff and mypy"
-	@echo "make bench        load-test the relay (see README: Performance)"
+	@echo "make bench        load-test the relay (docs/performance.md)"
 	@echo "make webhook-zip  build the Lambda zip into build/"
 	@echo "make relay-bundle build the relay bundle (code + wheelhouse) into build/"
 
@@ -36,7 +36,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements/dev.txt
 	@touch $@
 
 # checkov gets its own virtualenv: it installs bc-python-hcl2 under the same `hcl2` import
-# name as python-hcl2 and silently replaces its API (infra.md 5).
+# name as python-hcl2 and silently replaces its API (docs/infra-testing.md).
 $(CHECKOV_VENV)/.installed: requirements/checkov.txt
 	@$(PYTHON) -m venv --clear $(CHECKOV_VENV) || { echo "could not create $(CHECKOV_VENV): install the venv module (e.g. apt install python3-venv)"; exit 1; }
 	$(CHECKOV_VENV)/bin/python -m pip --disable-pip-version-check -q install -r requirements/checkov.txt
@@ -75,7 +75,7 @@ test: $(VENV)/.dev $(CHECKOV_VENV)/.installed browser
 call: $(VENV)/.runtime
 	$(PY) -m scripts.call
 
-# The operator's load test (README: Performance). BENCH_ARGS passes options through, e.g.
+# The operator's load test (docs/performance.md). BENCH_ARGS passes options through, e.g.
 #   make bench BENCH_ARGS="--steps 50,100,150 --json"   or   BENCH_ARGS="--relay-url wss://relay.example.com"
 # The relay runs on the virtualenv's interpreter; to bench another build, give it its own:
 #   make bench PYTHON=/usr/bin/python3.11 VENV=.venv-system

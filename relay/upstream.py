@@ -122,16 +122,28 @@ class UpstreamConnector:
     def _wrap_tls(self, sock: socket.socket, deadline: float) -> socket.socket:
         sock.settimeout(max(deadline - time.monotonic(), 0.001))
         try:
-            return self._context().wrap_socket(sock, server_hostname=self.host)
-        except ssl.SSLCertVerificationError as exc:
-            sock.close()
-            raise UpstreamError("tls", f"certificate rejected: {exc.verify_message}") from None
+            tls = self._context().wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)
         except (ssl.SSLError, OSError) as exc:
             sock.close()
             raise UpstreamError("tls", f"TLS handshake failed: {exc}") from None
         except BaseException:
             sock.close()
             raise
+        # The TLS socket owns the descriptor now: close *it* whatever stops the handshake, a
+        # call that ended meanwhile (GreenletExit) included, or it stays open until the
+        # garbage collector finds it.
+        try:
+            tls.do_handshake()
+        except ssl.SSLCertVerificationError as exc:
+            tls.close()
+            raise UpstreamError("tls", f"certificate rejected: {exc.verify_message}") from None
+        except (ssl.SSLError, OSError) as exc:
+            tls.close()
+            raise UpstreamError("tls", f"TLS handshake failed: {exc}") from None
+        except BaseException:
+            tls.close()
+            raise
+        return tls
 
     def handshake(self, pre: Preconnected) -> WebSocketConnection:
         """Send the upgrade on a preconnected socket; return the open connection."""

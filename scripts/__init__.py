@@ -1,6 +1,15 @@
-"""Operator and developer scripts: the simulated caller, the stand-in model, verify and bench.
+"""Operator and developer scripts: they test the relay and the webhook from the outside.
 
-Scripts test the relay from the outside: besides the standard library and the pinned
-dependencies they import only the relay's pure modules (protocol builders, the frame
-codec, the stream token) and its generic WebSocket transport, never its server.
+    scripts/fakes/    stand-ins for the relay's peers, on real sockets: the simulated Twilio
+                      caller (and the one builder of Twilio's inbound messages), the OpenAI
+                      Realtime stand-in (server, session behaviour, faults, load mode)
+    scripts/verify/   verify_relay / verify_webhook / verify_deploy: targets, probes, the
+                      per-layer checks, and the diagnoses as a table of data
+    scripts/bench/    make bench: runner, load generator, statistics
+    call.py, local_stack.py, verify_*.py, bench_relay.py, build_*.py: the entry points
+
+Besides the standard library and the pinned dependencies they import only the relay's pure
+modules (the stream token, the config's loopback test). The stand-ins share no protocol or
+WebSocket code with the relay (they use the websockets library); only the bench's load
+generator reuses the relay's transport, for speed. tests/test_layering.py holds them to it.
 """

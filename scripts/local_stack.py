@@ -27,17 +27,17 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from scripts import checklist
+from scripts.verify import settings
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV_FILE = checklist.DEFAULT_ENV_FILE
+ENV_FILE = settings.DEFAULT_ENV_FILE
 GENERATED = ("TWILIO_AUTH_TOKEN", "STREAM_TOKEN_SECRET", "DIAGNOSTIC_TOKEN")
 
 
 def stack_environment(base: dict[str, str], *, relay_port: int, webhook_port: int,
                       standin_port: int, env_file: Path = ENV_FILE) -> tuple[dict[str, str], bool]:
     """The environment for every process, and whether the stand-in model is needed."""
-    saved = checklist.read_env_file(env_file) if env_file.exists() else {}
+    saved = settings.read_env_file(env_file) if env_file.exists() else {}
     env = dict(base)
     for name in GENERATED:
         if not env.get(name):
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             print("  back what you say. Export OPENAI_API_KEY to talk to the real gpt-realtime.")
             print("=" * 78, flush=True)
             processes.append(("stand-in model", subprocess.Popen(
-                [python, "-m", "scripts.standin_model", "--port", str(args.standin_port)],
+                [python, "-m", "scripts.fakes.openai", "--port", str(args.standin_port)],
                 cwd=ROOT, env=env)))
         processes.append(("relay", subprocess.Popen(
             [*gunicorn, "-c", "relay/gunicorn.conf.py", "relay.wsgi:app"], cwd=ROOT, env=env)))

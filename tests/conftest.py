@@ -31,7 +31,7 @@ from relay.limits import Limits  # noqa: E402
 from relay.report_delivery import DeliveryLimits  # noqa: E402
 from relay.request_limits import RequestLimits  # noqa: E402
 from relay.server import RelayApp, RelayHandler, create_app  # noqa: E402
-from scripts.standin_model import StandinModel  # noqa: E402
+from scripts.fakes.openai import StandinModel  # noqa: E402
 
 AUTH_TOKEN = "test-twilio-auth-token-0123456789"
 STREAM_SECRET = "test-stream-token-secret-0123456789abcdef"

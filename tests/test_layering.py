@@ -5,8 +5,11 @@
   config) import only the standard library, orjson and other pure relay modules: no
   gevent, sockets of a library, Flask, twilio or websocket-client.
 - Only ``config.py`` reads the environment (entry points hand ``os.environ`` to it).
-- scripts/ test the relay from outside: they may import its pure modules and its generic
-  WebSocket transport, never its server, its per-call machinery or a private name.
+- scripts/ test the relay from outside: they may import its pure modules, never its server,
+  its per-call machinery or a private name. The stand-ins (scripts/fakes/) import nothing of
+  the relay but the stream token's minting (Liveline's own contract with the webhook): no
+  protocol or WebSocket code, so a relay bug cannot be mirrored by the fake that tests it.
+  The relay's WebSocket transport is reused by the bench alone (scripts/bench/), for speed.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ RELAY_PURE = {"relay.config", "relay.errors", "relay.stream_token", "relay.repla
               "relay.bridge_openai",
               "relay.assistant", "relay.assistant_file", "relay.signing",
               "relay.handshake", "relay.log_limit", "relay.request_limits", "relay.redact"}
-SCRIPT_MAY_USE = RELAY_PURE | {"relay", "relay.transport"}
+SCRIPT_MAY_USE = RELAY_PURE | {"relay"}
+FAKES_MAY_USE = {"relay.stream_token"}
+BENCH_MAY_USE = SCRIPT_MAY_USE | {"relay.transport"}
 ENTRY_POINTS = {"relay/wsgi.py", "relay/gunicorn.conf.py", "webhook_app/wsgi.py", "webhook_app/lambda_handler.py",
                 "webhook_app/__init__.py"}
 
@@ -86,13 +91,45 @@ def test_only_config_reads_the_environment() -> None:
                 assert needle not in text, f"{relative} reads the environment ({needle})"
 
 
+def relay_imports(path: Path) -> list[tuple[str, list[str]]]:
+    """The relay modules ``path`` imports, with the names (``from relay import x`` counts as relay.x)."""
+    found = []
+    for module, names in imports(path):
+        if module == "relay":
+            found += [(f"relay.{name}", []) for name in names]
+        elif module.split(".")[0] == "relay":
+            found.append((module, names))
+    return found
+
+
+def allowed_relay_imports(path: Path) -> set[str]:
+    parts = path.relative_to(ROOT).parts
+    if parts[:2] == ("scripts", "fakes"):
+        return FAKES_MAY_USE
+    if parts[:2] == ("scripts", "bench"):
+        return BENCH_MAY_USE
+    return SCRIPT_MAY_USE
+
+
 def test_scripts_use_only_the_relays_public_pure_parts() -> None:
     for path in python_files("scripts"):
-        for module, names in imports(path):
-            if module.split(".")[0] == "webhook_app":
-                raise AssertionError(f"{path.relative_to(ROOT)} imports {module}")
-            if module.split(".")[0] != "relay":
-                continue
-            assert module in SCRIPT_MAY_USE, f"{path.relative_to(ROOT)} imports {module}"
+        may_use = allowed_relay_imports(path)
+        for module, _names in imports(path):
+            assert module.split(".")[0] != "webhook_app", f"{path.relative_to(ROOT)} imports {module}"
+        for module, names in relay_imports(path):
+            assert module in may_use, f"{path.relative_to(ROOT)} imports {module}"
             private = [n for n in names if n.startswith("_")]
             assert not private, f"{path.relative_to(ROOT)} imports private {private} from {module}"
+
+
+def test_the_relays_transport_is_reused_by_the_bench_alone() -> None:
+    users = sorted(str(path.relative_to(ROOT)) for path in python_files("scripts")
+                   if any(module == "relay.transport" for module, _ in relay_imports(path)))
+    assert users and all(user.startswith("scripts/bench/") for user in users), users
+
+
+def test_the_stand_ins_share_no_code_with_the_relay() -> None:
+    """Not its protocol modules, not its frame codec or transport: the stand-ins are independent."""
+    for path in python_files("scripts/fakes"):
+        for module, _ in relay_imports(path):
+            assert module in FAKES_MAY_USE, f"{path.relative_to(ROOT)} imports {module}"

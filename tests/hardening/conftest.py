@@ -8,41 +8,41 @@ from pathlib import Path
 
 import pytest
 
-from scripts import standin_model as sm
+from scripts.fakes.openai import Behaviour, StandinModel
 from tests.conftest import API_KEY, GunicornRelay, launch_gunicorn, stop_gunicorn
 from tests.hardening.support import FIGURES, SHORT_GREETING
 
 
-def _standin() -> Iterator[sm.StandinModel]:
+def _standin() -> Iterator[StandinModel]:
     """The suite's stand-in: 8x real time, a 600 ms greeting (75 ms of wall time)."""
-    standin = sm.StandinModel(api_key=API_KEY, speed=8.0, greeting_audio=SHORT_GREETING).start()
+    standin = StandinModel(api_key=API_KEY, speed=8.0, greeting_audio=SHORT_GREETING).start()
     yield standin
     standin.stop()
 
 
 @pytest.fixture(scope="module")
-def model() -> Iterator[sm.StandinModel]:
+def model() -> Iterator[StandinModel]:
     """The stand-in Realtime model for a module."""
     yield from _standin()
 
 
 @pytest.fixture
-def fresh_model() -> Iterator[sm.StandinModel]:
+def fresh_model() -> Iterator[StandinModel]:
     """A stand-in of the test's own (its counts start at zero)."""
     yield from _standin()
 
 
 @pytest.fixture
-def normal_model(model: sm.StandinModel) -> Iterator[sm.StandinModel]:
+def normal_model(model: StandinModel) -> Iterator[StandinModel]:
     """The module's stand-in, well-behaved again after the test whatever it did."""
-    model.behaviour = sm.NORMAL
+    model.behaviour = Behaviour.NORMAL
     yield model
-    model.behaviour = sm.NORMAL
+    model.behaviour = Behaviour.NORMAL
     model.greeting_audio = SHORT_GREETING
 
 
 @pytest.fixture(scope="module")
-def gunicorn(model: sm.StandinModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornRelay]:
+def gunicorn(model: StandinModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornRelay]:
     """One gunicorn relay (one worker) for a module, aimed at the module's stand-in.
 
     (Not named ``relay``: tests/conftest.py's ``relay`` is an in-process one.)

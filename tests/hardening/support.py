@@ -2,7 +2,8 @@
 
 Everything here acts from outside the relay, as its peers do: callers speak Twilio's side
 over websocket-client (or raw frames from ``relay.ws_frames.encode_frame`` when the point
-is to send what websocket-client would refuse to), the stand-in model records what the
+is to send what websocket-client would refuse to), their messages built by ``InboundStream``
+(scripts/fakes/twilio_messages.py) like every other caller's, the stand-in model records what the
 relay sent upstream, and the relay's health is read from its own endpoints, its log and
 ``/proc`` (an in-process relay's call counter and registry are also read, never changed).
 No relay code is patched.
@@ -30,8 +31,8 @@ from gevent.event import Event
 from twilio.request_validator import RequestValidator
 
 from relay import stream_token
-from scripts.call import new_sid
-from scripts.standin_model import SessionRecord, StandinModel
+from scripts.fakes.openai import SessionRecord, StandinModel
+from scripts.fakes.twilio_messages import InboundStream, new_sid
 from tests.conftest import AUTH_TOKEN, STREAM_SECRET
 from tests.helpers import wait_until
 
@@ -48,7 +49,7 @@ FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law: one Twilio media frame
 FIGURES: dict[str, object] = {}
 
 
-# -- Twilio's messages, built by hand -----------------------------------------------------
+# -- Twilio's side ------------------------------------------------------------------------
 
 
 def quiet_frame() -> bytes:
@@ -66,35 +67,16 @@ def mint(call_sid: str, *, secret: str = STREAM_SECRET, now: float | None = None
     return stream_token.mint(secret, call_sid, time.time() if now is None else now, ttl_s)
 
 
-def connected_text() -> str:
-    """Twilio's first message."""
-    return json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+def new_stream() -> InboundStream:
+    """A fresh call's stream (new CallSid and StreamSid)."""
+    return InboundStream(new_sid("CA"))
 
 
-def start_text(stream_sid: str, call_sid: str, params: dict[str, str] | None) -> str:
+def start_with_token(stream: InboundStream, params: dict[str, str] | None = None) -> str:
     """Twilio's ``start``; ``params`` are the TwiML ``<Parameter>``s (None: a valid token)."""
     if params is None:
-        params = {stream_token.PARAMETER_NAME: mint(call_sid)}
-    return json.dumps({
-        "event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
-        "start": {"accountSid": "AC" + "0" * 32, "streamSid": stream_sid, "callSid": call_sid,
-                  "tracks": ["inbound"],
-                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                  "customParameters": params},
-    })
-
-
-def media_text(stream_sid: str, payload: str, seq: int = 2) -> str:
-    """One inbound ``media`` message."""
-    return json.dumps({"event": "media", "sequenceNumber": str(seq), "streamSid": stream_sid,
-                       "media": {"track": "inbound", "chunk": str(seq - 1),
-                                 "timestamp": str((seq - 2) * 20), "payload": payload}})
-
-
-def stop_text(stream_sid: str, call_sid: str) -> str:
-    """Twilio's ``stop`` (the caller hung up)."""
-    return json.dumps({"event": "stop", "sequenceNumber": "9999", "streamSid": stream_sid,
-                       "stop": {"accountSid": "AC" + "0" * 32, "callSid": call_sid}})
+        params = {stream_token.PARAMETER_NAME: mint(stream.call_sid)}
+    return stream.start(params)
 
 
 def signature_for(ws_base: str, auth_token: str = AUTH_TOKEN) -> str:
@@ -239,8 +221,9 @@ class GoodCall:
     def __init__(self, ws_base: str, *, call_sid: str | None = None, params: dict[str, str] | None = None,
                  pace_s: float = 0.02) -> None:
         self.ws_base = ws_base
-        self.call_sid = call_sid or new_sid("CA")
-        self.stream_sid = new_sid("MZ")
+        self.stream = InboundStream(call_sid or new_sid("CA"))
+        self.call_sid = self.stream.call_sid
+        self.stream_sid = self.stream.stream_sid
         self.params = params
         self.pace_s = pace_s
         self.sent: list[str] = []
@@ -260,8 +243,8 @@ class GoodCall:
         """Connect, send ``connected`` and ``start``, start listening and streaming."""
         self._ws = connect(self.ws_base)
         self._ws.settimeout(None)
-        self._ws.send(connected_text())
-        self._ws.send(start_text(self.stream_sid, self.call_sid, self.params))
+        self._ws.send(self.stream.connected())
+        self._ws.send(start_with_token(self.stream, self.params))
         self.started_at = time.monotonic()
         self._greenlets = [gevent.spawn(self._read), gevent.spawn(self._stream)]
         return self
@@ -286,8 +269,7 @@ class GoodCall:
                 self.first_audio.set()
             elif message.get("event") == "mark":
                 try:
-                    ws.send(json.dumps({"event": "mark", "streamSid": self.stream_sid,
-                                        "mark": {"name": message["mark"]["name"]}}))
+                    ws.send(self.stream.mark(message["mark"]["name"]))
                 except (websocket.WebSocketException, OSError):
                     continue
                 self.marks_echoed += 1
@@ -297,15 +279,13 @@ class GoodCall:
         ws = self._ws
         assert ws is not None
         gevent.wait([self.first_audio, self.closed, self._stop], timeout=10, count=1)
-        seq = 2
         while not self._stop.is_set() and not self.closed.is_set():
             payload = b64(quiet_frame())
             try:
-                ws.send(media_text(self.stream_sid, payload, seq))
+                ws.send(self.stream.media_b64(payload, FRAME_BYTES))
             except (websocket.WebSocketException, OSError):
                 return
             self.sent.append(payload)
-            seq += 1
             self._stop.wait(self.pace_s)
 
     def stream_for(self, frames: int, timeout_s: float = 10.0) -> None:
@@ -322,7 +302,7 @@ class GoodCall:
         ws = self._stop_sending(timeout_s)
         if not self.closed.is_set():
             try:
-                ws.send(stop_text(self.stream_sid, self.call_sid))
+                ws.send(self.stream.stop())
                 ws.send_close()
             except (websocket.WebSocketException, OSError):
                 pass  # the relay hung up meanwhile; its close is what we report

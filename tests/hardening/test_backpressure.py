@@ -26,8 +26,7 @@ import pytest
 import websocket
 
 from relay.limits import Limits
-from scripts.call import new_sid
-from scripts.standin_model import StandinModel
+from scripts.fakes.openai import StandinModel
 from tests.conftest import API_KEY, RunningRelay
 from tests.fault_proxy import FaultProxy
 from tests.hardening.support import (
@@ -35,12 +34,10 @@ from tests.hardening.support import (
     SHORT_GREETING,
     GoodCall,
     Teardown,
-    b64,
-    connected_text,
-    media_text,
+    new_stream,
     quiet_frame,
     signature_for,
-    start_text,
+    start_with_token,
     wait_until,
 )
 from tests.helpers import get_json
@@ -69,15 +66,15 @@ def proxy(standin: StandinModel) -> Iterator[FaultProxy]:
 
 def non_reader(relay: RunningRelay, teardown: Teardown) -> tuple[websocket.WebSocket, str]:
     """A signed stream whose caller never reads: a tiny receive buffer, never drained."""
-    call_sid, stream_sid = new_sid("CA"), new_sid("MZ")
+    stream = new_stream()
     ws = websocket.create_connection(
         relay.ws_url + STREAM_PATH, timeout=5, suppress_origin=True,
         header=[f"X-Twilio-Signature: {signature_for(relay.ws_url)}"],
         sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
     teardown(ws.shutdown)
-    ws.send(connected_text())
-    ws.send(start_text(stream_sid, call_sid, None))
-    return ws, stream_sid
+    ws.send(stream.connected())
+    ws.send(start_with_token(stream))
+    return ws, stream.stream_sid
 
 
 def ending(caplog: pytest.LogCaptureFixture, reason: str) -> list[str]:
@@ -138,11 +135,11 @@ def test_a_realtime_peer_that_stops_reading_ends_that_call_with_the_fallback(
 
     # The offender pours caller audio, as fast as its socket takes it, at a peer that reads nothing.
     ws = offender._stop_sending()
-    for seq in range(2, 20_000):
+    for _ in range(20_000):
         if offender.closed.is_set():
             break
         try:
-            ws.send(media_text(offender.stream_sid, b64(quiet_frame()), seq))
+            ws.send(offender.stream.media(quiet_frame()))
         except (websocket.WebSocketException, OSError):
             break
     assert offender.closed.wait(5), "the call whose Realtime peer stopped reading was never ended"

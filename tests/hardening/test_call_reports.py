@@ -19,8 +19,8 @@ import pytest
 
 from relay import stream_token
 from relay.report_delivery import DeliveryLimits
+from scripts.fakes.openai import StandinModel
 from scripts.fakes.report_receiver import ReportReceiver
-from scripts.standin_model import StandinModel
 from tests.conftest import STREAM_SECRET
 from tests.hardening.support import FIGURES, GoodCall, Teardown
 from tests.helpers import wait_until

@@ -19,8 +19,7 @@ import pytest
 from gevent.pool import Pool
 
 from scripts import audio
-from scripts import standin_model as sm
-from scripts.call import new_sid
+from scripts.fakes.openai import Behaviour, StandinModel
 from tests.conftest import DIAGNOSTIC_AUTH, GunicornRelay
 from tests.hardening.support import (
     FIGURES,
@@ -28,17 +27,14 @@ from tests.hardening.support import (
     LogWatch,
     Teardown,
     await_close,
-    b64,
     connect,
-    connected_text,
     fd_count,
     greenlet_count,
-    media_text,
+    new_stream,
     quiet_frame,
     settle,
-    start_text,
+    start_with_token,
     steady,
-    stop_text,
     wait_until,
 )
 from tests.helpers import get_json
@@ -69,17 +65,17 @@ def _close_frame_without_stop(call: GoodCall) -> None:
 LONG_GREETING = bytes((i * 5 + 1) % 256 for i in range(16_000 * audio.BYTES_PER_MS))
 
 WAYS: dict[str, tuple[str, Callable[[GoodCall], None]]] = {
-    "dropped_while_the_assistant_speaks": (sm.NORMAL, _vanish_mid_greeting),
-    "dropped_while_talking": (sm.NORMAL, _vanish_mid_stream),
-    "close_frame_without_stop": (sm.NORMAL, _close_frame_without_stop),
-    "dropped_before_session_ready": (sm.NEVER_UPDATE, lambda call: call.drop()),
-    "dropped_during_upstream_handshake": (sm.HANG_HANDSHAKE, lambda call: call.drop()),
+    "dropped_while_the_assistant_speaks": (Behaviour.NORMAL, _vanish_mid_greeting),
+    "dropped_while_talking": (Behaviour.NORMAL, _vanish_mid_stream),
+    "close_frame_without_stop": (Behaviour.NORMAL, _close_frame_without_stop),
+    "dropped_before_session_ready": (Behaviour.NEVER_UPDATE, lambda call: call.drop()),
+    "dropped_during_upstream_handshake": (Behaviour.HANG_HANDSHAKE, lambda call: call.drop()),
 }
 
 
 @pytest.mark.parametrize("way", list(WAYS))
 def test_a_vanished_caller_closes_the_openai_socket_within_a_second(
-    way: str, gunicorn: GunicornRelay, normal_model: sm.StandinModel, teardown: Teardown
+    way: str, gunicorn: GunicornRelay, normal_model: StandinModel, teardown: Teardown
 ) -> None:
     relay = gunicorn
     behaviour, vanish = WAYS[way]
@@ -91,13 +87,13 @@ def test_a_vanished_caller_closes_the_openai_socket_within_a_second(
     sessions = len(normal_model.sessions)
     call = GoodCall(relay.ws_url).begin()
     teardown(call.abort)
-    if behaviour == sm.HANG_HANDSHAKE:  # the relay's upgrade is stuck in the stand-in
+    if behaviour == Behaviour.HANG_HANDSHAKE:  # the relay's upgrade is stuck in the stand-in
         assert wait_until(lambda: normal_model.hanging == 1, 3)
     else:
         assert wait_until(lambda: len(normal_model.sessions) > sessions, 3)
     vanish(call)
     gone = call.gone_at
-    if behaviour == sm.HANG_HANDSHAKE:  # no session: the stand-in sees the upgrade abandoned
+    if behaviour == Behaviour.HANG_HANDSHAKE:  # no session: the stand-in sees the upgrade abandoned
         # Within half a second of the caller: well before the relay's own 1 s connect timeout
         # (counted from before the hang was seen) would let go of it anyway.
         assert wait_until(lambda: normal_model.hanging == 0, 0.5), "the relay kept the half-open upgrade"
@@ -123,29 +119,29 @@ KINDS = ["hang_up", "hang_up", "hang_up", "hang_up", "drop_after_audio", "drop_a
 
 def short_call(ws_base: str, kind: str) -> str:
     """One quick call: no real-time audio, a few frames at most. Returns how it ended."""
-    call_sid, stream_sid = new_sid("CA"), new_sid("MZ")
+    stream = new_stream()
     ws = connect(ws_base)
     try:
         if kind == "drop_before_start":
             return kind
-        ws.send(connected_text())
-        ws.send(start_text(stream_sid, call_sid, None))
+        ws.send(stream.connected())
+        ws.send(start_with_token(stream))
         if kind == "drop_after_start":
             return kind
         if kind == "stop_after_start":
-            ws.send(stop_text(stream_sid, call_sid))
+            ws.send(stream.stop())
             return kind if await_close(ws, 5).code == 1000 else "bad close"
         ws.settimeout(5)
         while json.loads(ws.recv()).get("event") != "media":  # the greeting: the session is up
             pass
-        for seq in range(2, 7):
-            ws.send(media_text(stream_sid, b64(quiet_frame()), seq))
+        for _ in range(5):
+            ws.send(stream.media(quiet_frame()))
         if kind == "drop_after_audio":
             return kind
         if kind == "close_frame_only":
             ws.send_close()
         else:
-            ws.send(stop_text(stream_sid, call_sid))
+            ws.send(stream.stop())
         return kind if await_close(ws, 5).code == 1000 else "bad close"
     finally:
         ws.shutdown()  # the cut calls: no stop, no close frame, the socket just goes
@@ -162,16 +158,16 @@ def place_short_calls(ws_base: str, count: int) -> dict[str, int]:
 
 
 @pytest.fixture
-def one_delta_greeting(model: sm.StandinModel) -> Iterator[sm.StandinModel]:
+def one_delta_greeting(model: StandinModel) -> Iterator[StandinModel]:
     """The module's stand-in, greeting with a single 100 ms delta (a thousand calls' worth)."""
     greeting, model.greeting_audio = model.greeting_audio, model.greeting_audio[:800]
-    model.behaviour = sm.NORMAL
+    model.behaviour = Behaviour.NORMAL
     yield model
     model.greeting_audio = greeting
 
 
 def test_a_thousand_short_calls_leave_no_descriptor_behind_under_gunicorn(
-    gunicorn: GunicornRelay, one_delta_greeting: sm.StandinModel
+    gunicorn: GunicornRelay, one_delta_greeting: StandinModel
 ) -> None:
     relay = gunicorn
     model = one_delta_greeting
@@ -201,7 +197,7 @@ def test_a_thousand_short_calls_leave_no_descriptor_behind_under_gunicorn(
 
 
 def test_a_thousand_short_calls_leave_no_greenlet_behind_in_process(
-    make_relay: Any, one_delta_greeting: sm.StandinModel, capfd: pytest.CaptureFixture[str]
+    make_relay: Any, one_delta_greeting: StandinModel, capfd: pytest.CaptureFixture[str]
 ) -> None:
     model = one_delta_greeting
     relay = make_relay(model.url)

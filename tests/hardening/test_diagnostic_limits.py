@@ -21,7 +21,7 @@ import pytest
 from gevent.server import StreamServer
 
 from relay.request_limits import RequestLimits
-from scripts import standin_model as sm
+from scripts.fakes.openai import Behaviour, StandinModel
 from tests.conftest import API_KEY, DIAGNOSTIC_AUTH, RunningRelay, launch_gunicorn, stop_gunicorn
 from tests.hardening.support import (
     FIGURES,
@@ -29,9 +29,8 @@ from tests.hardening.support import (
     Teardown,
     await_close,
     connect,
-    connected_text,
     refusal,
-    start_text,
+    start_with_token,
     wait_until,
 )
 from tests.helpers import get, get_json
@@ -50,7 +49,7 @@ def _all_at_once(relay: Any, count: int) -> list[int]:
     return sorted(request.value[0] for request in requests)
 
 
-def test_twenty_at_once_open_one_realtime_session(make_relay: Any, fresh_model: sm.StandinModel) -> None:
+def test_twenty_at_once_open_one_realtime_session(make_relay: Any, fresh_model: StandinModel) -> None:
     relay = make_relay(fresh_model.url, request_limits=RequestLimits())  # the production interval
     statuses = _all_at_once(relay, 20)
     assert statuses == [200] + [429] * 19
@@ -62,12 +61,12 @@ def test_twenty_at_once_open_one_realtime_session(make_relay: Any, fresh_model: 
 
 @pytest.mark.parametrize("max_calls", [2, 1])
 def test_one_at_a_time_and_counted_as_a_call_while_it_runs(
-    max_calls: int, make_relay: Any, fresh_model: sm.StandinModel
+    max_calls: int, make_relay: Any, fresh_model: StandinModel
 ) -> None:
     relay = make_relay(fresh_model.url, request_limits=RequestLimits(diagnostic_interval_s=0.0),
                        RELAY_MAX_CALLS=str(max_calls), OPENAI_CONNECT_TIMEOUT_SECONDS="0.5",
                        OPENAI_SESSION_TIMEOUT_SECONDS="2")
-    fresh_model.behaviour = sm.NEVER_UPDATE  # the first diagnostic waits out its 2 s session timeout
+    fresh_model.behaviour = Behaviour.NEVER_UPDATE  # the first diagnostic waits out its 2 s session timeout
     first = gevent.spawn(_diagnose, relay)
     try:
         assert wait_until(lambda: fresh_model.handshakes == 1, 3)
@@ -83,12 +82,12 @@ def test_one_at_a_time_and_counted_as_a_call_while_it_runs(
     finally:
         first.join(5)
     assert first.value[0] == 502 and first.value[2]["stage"] == "session"
-    fresh_model.behaviour = sm.NORMAL
+    fresh_model.behaviour = Behaviour.NORMAL
     assert _diagnose(relay)[0] == 200  # over: the next one runs
     assert relay.app.counter.total() == 0
 
 
-def test_a_minimum_interval_between_two(make_relay: Any, fresh_model: sm.StandinModel) -> None:
+def test_a_minimum_interval_between_two(make_relay: Any, fresh_model: StandinModel) -> None:
     relay = make_relay(fresh_model.url, request_limits=RequestLimits(diagnostic_interval_s=2.0))
     assert _diagnose(relay)[0] == 200
     status, headers, _ = _diagnose(relay)
@@ -98,7 +97,7 @@ def test_a_minimum_interval_between_two(make_relay: Any, fresh_model: sm.Standin
 
 
 def test_refused_at_capacity_and_while_draining(
-    make_relay: Any, fresh_model: sm.StandinModel, teardown: Teardown
+    make_relay: Any, fresh_model: StandinModel, teardown: Teardown
 ) -> None:
     relay = make_relay(fresh_model.url, RELAY_MAX_CALLS="1")
     call = GoodCall(relay.ws_url).begin()
@@ -114,7 +113,7 @@ def test_refused_at_capacity_and_while_draining(
 
 
 def test_a_flood_of_wrong_tokens_writes_a_few_lines(
-    make_relay: Any, fresh_model: sm.StandinModel, caplog: pytest.LogCaptureFixture
+    make_relay: Any, fresh_model: StandinModel, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="relay")
     relay = make_relay(fresh_model.url, request_limits=RequestLimits(log_burst=5, log_per_s=0.5))
@@ -170,9 +169,9 @@ def test_a_key_openai_quotes_reaches_neither_an_answer_nor_a_log(
     assert document["error_message"].startswith("Incorrect API key provided: [key redacted]. You can find")
     # A call through the same upstream fails the same way, and logs why.
     ws = connect(relay.ws_url)
-    ws.send(connected_text())
     call = GoodCall(relay.ws_url)
-    ws.send(start_text(call.stream_sid, call.call_sid, None))
+    ws.send(call.stream.connected())
+    ws.send(start_with_token(call.stream))
     assert await_close(ws, 5).code == 1011
     assert wait_until(lambda: "openai.connect_failed" in caplog.text, 3)
     for text in (body.decode(), caplog.text):
@@ -181,7 +180,7 @@ def test_a_key_openai_quotes_reaches_neither_an_answer_nor_a_log(
 
 
 def test_under_gunicorn_one_diagnostic_for_the_whole_instance(
-    fresh_model: sm.StandinModel, tmp_path: Path, teardown: Teardown
+    fresh_model: StandinModel, tmp_path: Path, teardown: Teardown
 ) -> None:
     relay = launch_gunicorn(fresh_model.url, tmp_path, RELAY_WORKERS="2")
     teardown(lambda: stop_gunicorn(relay))

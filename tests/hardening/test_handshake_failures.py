@@ -23,16 +23,15 @@ from typing import Any
 import pytest
 import websocket
 
-from scripts import standin_model as sm
+from scripts.fakes.openai import StandinModel
 from tests.conftest import DIAGNOSTIC_AUTH, launch_gunicorn, stop_gunicorn
 from tests.hardening.support import (
     FIGURES,
     GoodCall,
     Teardown,
-    connected_text,
     raw_head,
     send_raw,
-    start_text,
+    start_with_token,
     status_of,
     wait_until,
 )
@@ -81,7 +80,7 @@ def _try(url: str, ws_base: str, failure: Failure) -> int | None:
     return status_of(answer) if failure.then == "read" else None
 
 
-def _slots_back_and_a_good_call(http_url: str, ws_url: str, model: sm.StandinModel, teardown: Teardown) -> None:
+def _slots_back_and_a_good_call(http_url: str, ws_url: str, model: StandinModel, teardown: Teardown) -> None:
     health = http_url + "/healthz"
     assert wait_until(lambda: get_json(health, DIAGNOSTIC_AUTH)[1]["active_calls"] == 0, 5), get_json(
         health, DIAGNOSTIC_AUTH)
@@ -95,7 +94,7 @@ def _slots_back_and_a_good_call(http_url: str, ws_url: str, model: sm.StandinMod
 
 @pytest.mark.parametrize("case", list(FAILURES))
 def test_a_failed_handshake_answers_4xx_and_gives_its_slot_back(
-    case: str, make_relay: Any, fresh_model: sm.StandinModel, caplog: pytest.LogCaptureFixture,
+    case: str, make_relay: Any, fresh_model: StandinModel, caplog: pytest.LogCaptureFixture,
     teardown: Teardown,
 ) -> None:
     caplog.set_level(logging.INFO, logger="relay")
@@ -115,7 +114,7 @@ def test_a_failed_handshake_answers_4xx_and_gives_its_slot_back(
 
 
 def test_under_gunicorn_every_failed_handshake_gives_its_slot_back(
-    fresh_model: sm.StandinModel, tmp_path: Path, teardown: Teardown
+    fresh_model: StandinModel, tmp_path: Path, teardown: Teardown
 ) -> None:
     relay = launch_gunicorn(fresh_model.url, tmp_path, RELAY_MAX_CALLS=str(MAX_CALLS))
     teardown(lambda: stop_gunicorn(relay))
@@ -130,14 +129,14 @@ def test_under_gunicorn_every_failed_handshake_gives_its_slot_back(
 
 
 def test_frames_sent_right_behind_the_upgrade_reach_the_call(
-    make_relay: Any, normal_model: sm.StandinModel
+    make_relay: Any, normal_model: StandinModel
 ) -> None:
     # A client may send its first frames before the 101 arrives: they belong to the call, and
     # reading the head must not swallow them.
     relay = make_relay(normal_model.url)
     call = GoodCall(relay.ws_url)
     frames = b"".join(websocket.ABNF.create_frame(text, websocket.ABNF.OPCODE_TEXT).format()
-                      for text in (connected_text(), start_text(call.stream_sid, call.call_sid, None)))
+                      for text in (call.stream.connected(), start_with_token(call.stream)))
     with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as sock:
         sock.sendall(raw_head(relay.ws_url) + frames)
         answer = b""

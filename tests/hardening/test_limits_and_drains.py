@@ -19,7 +19,7 @@ from pathlib import Path
 import gevent
 import pytest
 
-from scripts import standin_model as sm
+from scripts.fakes.openai import StandinModel
 from tests.conftest import DIAGNOSTIC_AUTH, launch_gunicorn, stop_gunicorn
 from tests.hardening.support import FIGURES, GoodCall, Teardown, refusal, wait_until
 from tests.helpers import get_json
@@ -45,7 +45,7 @@ def _stream_on(calls: list[GoodCall], frames: int) -> None:
         call.stream_for(target)
 
 
-def _hang_up_all(calls: list[GoodCall], standin: sm.StandinModel) -> None:
+def _hang_up_all(calls: list[GoodCall], standin: StandinModel) -> None:
     closes = gevent.joinall([gevent.spawn(call.hang_up) for call in calls], raise_error=True)
     assert [g.value.code for g in closes] == [1000] * len(calls)
     for call in calls:
@@ -53,7 +53,7 @@ def _hang_up_all(calls: list[GoodCall], standin: sm.StandinModel) -> None:
 
 
 def test_at_max_calls_further_upgrades_get_a_clean_503(
-    fresh_model: sm.StandinModel, tmp_path: Path, teardown: Teardown
+    fresh_model: StandinModel, tmp_path: Path, teardown: Teardown
 ) -> None:
     relay = launch_gunicorn(fresh_model.url, tmp_path, RELAY_MAX_CALLS=str(CALLS))
     teardown(lambda: stop_gunicorn(relay))
@@ -83,7 +83,7 @@ def test_at_max_calls_further_upgrades_get_a_clean_503(
 
 
 def test_sigterm_with_20_live_calls_drains_every_one(
-    fresh_model: sm.StandinModel, tmp_path: Path, teardown: Teardown
+    fresh_model: StandinModel, tmp_path: Path, teardown: Teardown
 ) -> None:
     relay = launch_gunicorn(fresh_model.url, tmp_path)
     teardown(lambda: stop_gunicorn(relay))

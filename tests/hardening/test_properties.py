@@ -42,6 +42,7 @@ from relay.limits import Limits
 from relay.log import CallLog
 from relay.replay_guard import ReplayGuard
 from relay.ws_frames import OP_BINARY, OP_TEXT, FrameDecoder, encode_frame
+from scripts.fakes.twilio_messages import InboundStream
 from tests.hardening.support import FIGURES
 from tests.helpers import Clock
 
@@ -76,10 +77,9 @@ def twilio_shaped(draw: st.DrawFn) -> str:
 @st.composite
 def mangled(draw: st.DrawFn) -> str:
     """A real Twilio message, cut short, with a character slipped in, or repeated."""
-    sid = draw(stream_sids)
+    twilio = InboundStream("CA1", stream_sid=draw(stream_sids))
     text = draw(st.sampled_from([
-        tw.media(sid, "AAAA"), json.dumps({"event": "start", "start": {"streamSid": sid, "callSid": "CA" + "1" * 32}}),
-        json.dumps({"event": "stop", "streamSid": sid}), '{"event": "mark", "mark": {"name": "1"}}',
+        twilio.media_b64("AAAA"), twilio.start({}), twilio.stop(), twilio.mark("1"),
     ]))
     cut = draw(st.integers(0, len(text)))
     kind = draw(st.sampled_from(["truncate", "insert", "double"]))
@@ -129,21 +129,18 @@ def test_openai_parse_returns_an_event_or_a_protocol_error(text: str) -> None:
        name=st.text(max_size=40), digit=st.text(max_size=2))
 def test_valid_twilio_messages_round_trip(stream: str, call: str, account: str, params: dict[str, str],
                                           payload: str, name: str, digit: str) -> None:
-    start = tw.parse(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": stream, "start": {
-        "streamSid": stream, "callSid": call, "accountSid": account, "tracks": ["inbound"],
-        "customParameters": params,
-        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+    twilio = InboundStream(call, stream_sid=stream, account_sid=account)  # what every test caller sends
+    start = tw.parse(twilio.start(params))
     assert isinstance(start, tw.Start)
     assert (start.stream_sid, start.call_sid, start.account_sid, start.custom_parameters) == (
         stream, call, account, params)
-    media = tw.parse(json.dumps({"event": "media", "streamSid": stream, "media": {
-        "track": "inbound", "chunk": "1", "timestamp": "20", "payload": payload}}))
+    media = tw.parse(twilio.media_b64(payload, 160))
     assert isinstance(media, tw.Media) and (media.stream_sid, media.payload) == (stream, payload)
-    mark = tw.parse(json.dumps({"event": "mark", "streamSid": stream, "mark": {"name": name}}))
+    mark = tw.parse(twilio.mark(name))
     assert isinstance(mark, tw.Mark) and (mark.stream_sid, mark.name) == (stream, name)
-    dtmf = tw.parse(json.dumps({"event": "dtmf", "streamSid": stream, "dtmf": {"digit": digit}}))
+    dtmf = tw.parse(twilio.dtmf(digit))
     assert isinstance(dtmf, tw.Dtmf) and dtmf.digit == digit
-    stop = tw.parse(json.dumps({"event": "stop", "streamSid": stream, "stop": {"callSid": call}}))
+    stop = tw.parse(twilio.stop())
     assert isinstance(stop, tw.Stop) and (stop.stream_sid, stop.call_sid) == (stream, call)
 
 

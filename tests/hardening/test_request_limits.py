@@ -26,7 +26,7 @@ import gevent
 import pytest
 
 from relay.request_limits import RequestLimits
-from scripts import standin_model as sm
+from scripts.fakes.openai import StandinModel
 from tests.conftest import DIAGNOSTIC_AUTH, ROOT, RunningRelay, launch_gunicorn, relay_env, stop_gunicorn
 from tests.hardening.support import (
     FIGURES,
@@ -109,7 +109,7 @@ def sockets() -> Iterator[list[socket.socket]]:
 
 
 def test_half_open_requests_hold_no_call_slot_and_never_starve_healthz(
-    fresh_model: sm.StandinModel, tmp_path: Path, teardown: Teardown, sockets: list[socket.socket]
+    fresh_model: StandinModel, tmp_path: Path, teardown: Teardown, sockets: list[socket.socket]
 ) -> None:
     # RELAY_MAX_CALLS=2: gunicorn gives the worker 102 greenlets, fewer than the half-open requests.
     relay = launch_gunicorn(fresh_model.url, tmp_path, RELAY_MAX_CALLS="2")
@@ -137,7 +137,7 @@ def test_half_open_requests_hold_no_call_slot_and_never_starve_healthz(
 
 
 def test_megabytes_of_unfinished_headers_leave_the_workers_memory_alone(
-    fresh_model: sm.StandinModel, tmp_path: Path, teardown: Teardown, sockets: list[socket.socket]
+    fresh_model: StandinModel, tmp_path: Path, teardown: Teardown, sockets: list[socket.socket]
 ) -> None:
     relay = launch_gunicorn(fresh_model.url, tmp_path)
     teardown(lambda: stop_gunicorn(relay))
@@ -173,7 +173,7 @@ def test_megabytes_of_unfinished_headers_leave_the_workers_memory_alone(
 
 
 @pytest.fixture
-def limited(make_relay: Any, fresh_model: sm.StandinModel) -> Any:
+def limited(make_relay: Any, fresh_model: StandinModel) -> Any:
     """``limited(**limits)``: an in-process relay with RequestLimits changed."""
     def make(**changes: Any) -> RunningRelay:
         return make_relay(fresh_model.url, request_limits=RequestLimits(diagnostic_interval_s=0.0, **changes))  # type: ignore[no-any-return]

@@ -20,7 +20,7 @@ import pytest
 import websocket
 
 from relay.request_limits import RequestLimits
-from scripts import standin_model as sm
+from scripts.fakes.openai import StandinModel
 from tests.conftest import RunningRelay, launch_gunicorn, stop_gunicorn
 from tests.hardening.support import (
     FIGURES,
@@ -83,7 +83,7 @@ def _send(relay: RunningRelay, what: str) -> int:
 
 @pytest.mark.parametrize("case", list(REQUESTS))
 def test_each_request_answered_without_a_call_leaves_one_line(
-    case: str, make_relay: Any, fresh_model: sm.StandinModel, caplog: pytest.LogCaptureFixture
+    case: str, make_relay: Any, fresh_model: StandinModel, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="relay")
     relay = make_relay(fresh_model.url)
@@ -98,7 +98,7 @@ def test_each_request_answered_without_a_call_leaves_one_line(
 
 
 def test_probes_and_calls_leave_no_request_line(
-    relay: RunningRelay, normal_model: sm.StandinModel, caplog: pytest.LogCaptureFixture, teardown: Teardown
+    relay: RunningRelay, normal_model: StandinModel, caplog: pytest.LogCaptureFixture, teardown: Teardown
 ) -> None:
     caplog.set_level(logging.INFO, logger="relay")
     for path in ("/healthz", "/livez"):
@@ -112,12 +112,12 @@ def test_probes_and_calls_leave_no_request_line(
 
 
 @pytest.fixture
-def relay(make_relay: Any, normal_model: sm.StandinModel) -> RunningRelay:
+def relay(make_relay: Any, normal_model: StandinModel) -> RunningRelay:
     return make_relay(normal_model.url)  # type: ignore[no-any-return]
 
 
 def test_a_flood_writes_its_burst_then_says_how_many_were_dropped(
-    make_relay: Any, fresh_model: sm.StandinModel, caplog: pytest.LogCaptureFixture
+    make_relay: Any, fresh_model: StandinModel, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="relay")
     relay = make_relay(fresh_model.url, request_limits=RequestLimits(log_burst=5, log_per_s=4.0))
@@ -147,7 +147,7 @@ def test_peer_values_cannot_forge_a_log_line(relay: RunningRelay, caplog: pytest
 
 
 def test_under_gunicorn_a_plain_get_and_a_refused_upgrade_are_in_the_log(
-    fresh_model: sm.StandinModel, tmp_path: Path, teardown: Teardown
+    fresh_model: StandinModel, tmp_path: Path, teardown: Teardown
 ) -> None:
     relay = launch_gunicorn(fresh_model.url, tmp_path)
     teardown(lambda: stop_gunicorn(relay))

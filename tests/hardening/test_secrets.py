@@ -19,8 +19,9 @@ import pytest
 
 from relay import stream_token
 from scripts import audio
-from scripts import standin_model as sm
-from scripts.call import SimulatedCaller, target_from_webhook
+from scripts.fakes.openai import StandinModel
+from scripts.fakes.twilio_caller import SimulatedCaller
+from scripts.fakes.twilio_webhook import target_from_webhook
 from tests.conftest import launch_gunicorn, launch_webhook_gunicorn, stop_gunicorn, stop_process
 from tests.hardening.support import FIGURES, Teardown
 from tests.helpers import get
@@ -35,8 +36,8 @@ WEBHOOK_PUBLIC_URL = "https://webhook.example.com"  # what Twilio signs; served 
 
 
 @pytest.fixture
-def standin() -> Iterator[sm.StandinModel]:
-    model = sm.StandinModel(api_key=SECRETS["OPENAI_API_KEY"], speed=4.0).start()
+def standin() -> Iterator[StandinModel]:
+    model = StandinModel(api_key=SECRETS["OPENAI_API_KEY"], speed=4.0).start()
     yield model
     model.stop()
 
@@ -46,7 +47,7 @@ def _text(url: str, headers: dict[str, str] | None = None) -> str:
 
 
 def test_a_full_call_leaks_no_secret_token_number_or_audio(
-    standin: sm.StandinModel, tmp_path: Path, teardown: Teardown
+    standin: StandinModel, tmp_path: Path, teardown: Teardown
 ) -> None:
     relay = launch_gunicorn(standin.url, tmp_path, **SECRETS)
     teardown(lambda: stop_gunicorn(relay))

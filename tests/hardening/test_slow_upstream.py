@@ -18,8 +18,8 @@ import websocket
 
 from relay import comfort_tone
 from relay.limits import Limits
-from scripts.call import new_sid
-from scripts.standin_model import StandinModel
+from scripts.fakes.openai import StandinModel
+from scripts.fakes.twilio_messages import InboundStream
 from tests.conftest import RunningRelay
 from tests.fault_proxy import FaultProxy
 from tests.hardening.support import (
@@ -27,26 +27,24 @@ from tests.hardening.support import (
     Teardown,
     await_close,
     b64,
-    connected_text,
-    media_text,
+    new_stream,
     quiet_frame,
     signature_for,
-    start_text,
-    stop_text,
+    start_with_token,
     wait_until,
 )
 
 STREAM_PATH = "/twilio/realtime"
 
 
-def open_stream(relay: RunningRelay, teardown: Teardown) -> tuple[websocket.WebSocket, str, str]:
-    call_sid, stream_sid = new_sid("CA"), new_sid("MZ")
+def open_stream(relay: RunningRelay, teardown: Teardown) -> tuple[websocket.WebSocket, InboundStream]:
+    stream = new_stream()
     ws = websocket.create_connection(relay.ws_url + STREAM_PATH, timeout=5, suppress_origin=True,
                                      header=[f"X-Twilio-Signature: {signature_for(relay.ws_url)}"])
     teardown(ws.shutdown)
-    ws.send(connected_text())
-    ws.send(start_text(stream_sid, call_sid, None))
-    return ws, call_sid, stream_sid
+    ws.send(stream.connected())
+    ws.send(start_with_token(stream))
+    return ws, stream
 
 
 def test_every_frame_from_the_instant_of_start_reaches_the_model(
@@ -56,15 +54,15 @@ def test_every_frame_from_the_instant_of_start_reaches_the_model(
     slow = FaultProxy(standin.port, first_reply_delay_s=0.3).start()
     teardown(slow.stop)
     relay = make_relay(slow.url())
-    ws, call_sid, stream_sid = open_stream(relay, teardown)
+    ws, stream = open_stream(relay, teardown)
     sent = []
-    for seq in range(2, 42):  # 800 ms of audio from the instant of start, at Twilio's pace
-        payload = b64(quiet_frame())
-        ws.send(media_text(stream_sid, payload, seq))
-        sent.append(payload)
+    for _ in range(40):  # 800 ms of audio from the instant of start, at Twilio's pace
+        frame = quiet_frame()
+        ws.send(stream.media(frame))
+        sent.append(b64(frame))
         wait_until(lambda: False, 0.02)
     assert wait_until(lambda: standin.sessions and len(standin.sessions[0].appended) >= len(sent), 5)
-    ws.send(stop_text(stream_sid, call_sid))
+    ws.send(stream.stop())
     assert await_close(ws, 5).code == 1000
     assert standin.sessions[0].appended == sent
     def ended_lines() -> list[str]:
@@ -83,7 +81,7 @@ def test_a_slow_session_is_heard_as_a_comfort_tone_then_the_greeting(
     slow = FaultProxy(standin.port, first_reply_delay_s=0.8).start()
     teardown(slow.stop)
     relay = make_relay(slow.url(), Limits(comfort_tone_after_s=0.2, tick_s=0.05))
-    ws, call_sid, stream_sid = open_stream(relay, teardown)
+    ws, stream = open_stream(relay, teardown)
     heard: list[dict[str, Any]] = []
     while not any(m["event"] == "mark" for m in heard):  # until the assistant's first audio
         heard.append(json.loads(ws.recv()))
@@ -93,7 +91,7 @@ def test_a_slow_session_is_heard_as_a_comfort_tone_then_the_greeting(
         comfort_tone.CHUNKS[i % len(comfort_tone.CHUNKS)] for i in range(len(tone))]
     kinds = [m["event"] for m in heard]
     assert kinds[-3:] == ["clear", "media", "mark"], "the tone must be cleared before the greeting plays"
-    assert kinds.count("clear") == 1 and all(m["streamSid"] == stream_sid for m in heard)
-    ws.send(stop_text(stream_sid, call_sid))
+    assert kinds.count("clear") == 1 and all(m["streamSid"] == stream.stream_sid for m in heard)
+    ws.send(stream.stop())
     assert await_close(ws, 5).code == 1000
     FIGURES["comfort_tone"] = f"{len(tone) * comfort_tone.CHUNK_MS} ms of tone queued during a 0.8 s handshake"

@@ -26,8 +26,8 @@ import websocket
 
 from relay.limits import Limits
 from relay.ws_frames import OP_CONTINUATION, OP_TEXT, encode_frame
-from scripts import standin_model as sm
-from scripts.call import new_sid
+from scripts.fakes.openai import SessionRecord, StandinModel
+from scripts.fakes.twilio_messages import InboundStream
 from tests.conftest import DIAGNOSTIC_AUTH, GunicornRelay
 from tests.hardening.support import (
     FIGURES,
@@ -38,11 +38,9 @@ from tests.hardening.support import (
     await_close,
     b64,
     connect,
-    connected_text,
-    media_text,
+    new_stream,
     quiet_frame,
-    start_text,
-    stop_text,
+    start_with_token,
     wait_until,
 )
 from tests.helpers import get_json
@@ -67,8 +65,9 @@ class Offender:
 
     def __init__(self, relay: GunicornRelay, teardown: Teardown) -> None:
         self.relay = relay
-        self.call_sid = new_sid("CA")
-        self.stream_sid = new_sid("MZ")
+        self.stream = new_stream()
+        self.call_sid = self.stream.call_sid
+        self.stream_sid = self.stream.stream_sid
         self.ws = connect(relay.ws_url)
         teardown(self.ws.shutdown)
 
@@ -82,8 +81,8 @@ class Offender:
 
     def start(self, *, wait_ready: bool = True) -> None:
         """``connected`` + ``start``; then wait for the greeting (the session is ready)."""
-        self.send(connected_text())
-        self.send(start_text(self.stream_sid, self.call_sid, None))
+        self.send(self.stream.connected())
+        self.send(start_with_token(self.stream))
         if wait_ready:
             self.ws.settimeout(5)
             while True:  # the greeting's first delta: the call is up and listening
@@ -91,19 +90,19 @@ class Offender:
                 if message.get("event") == "media":
                     return
 
-    def media(self, payload: str | None = None, stream_sid: str | None = None) -> str:
-        """Send one media frame (a fresh quiet one unless ``payload``); its payload."""
+    def media(self, payload: str | None = None, stream: InboundStream | None = None) -> str:
+        """Send one media frame (a fresh quiet one unless ``payload``), on this stream or ``stream``."""
         payload = payload if payload is not None else b64(quiet_frame())
-        self.send(media_text(stream_sid or self.stream_sid, payload))
+        self.send((stream or self.stream).media_b64(payload))
         return payload
 
-    def assert_carries_on(self, model: sm.StandinModel) -> sm.SessionRecord:
+    def assert_carries_on(self, model: StandinModel) -> SessionRecord:
         """The call still works: a good frame goes up, then a hang-up gets a normal close."""
         payload = self.media()
         assert wait_until(lambda: any(payload in s.appended for s in model.sessions), 3), (
             "the offending call stopped relaying audio")
         record = next(s for s in model.sessions if payload in s.appended)
-        self.send(stop_text(self.stream_sid, self.call_sid))
+        self.send(self.stream.stop())
         closed = await_close(self.ws, OFFENDER_CLOSE_S)
         assert closed.code == 1000, closed
         return record
@@ -120,7 +119,7 @@ class Case:
     """One kind of bad input: what to do, and the log line that must say so."""
 
     name: str
-    act: Callable[[Offender, sm.StandinModel], None]
+    act: Callable[[Offender, StandinModel], None]
     log: str  # regex for the offender's log line; {call} and {conn} are filled in
     opens_session: bool = True
 
@@ -128,11 +127,11 @@ class Case:
 # -- the inputs -----------------------------------------------------------------------------
 
 
-def ignored(*texts: str) -> Callable[[Offender, sm.StandinModel], None]:
+def ignored(*texts: str) -> Callable[[Offender, StandinModel], None]:
     """A case that sends ``texts`` during a real call (``<sid>`` stands for its streamSid):
     each is refused alone, and the call carries on."""
 
-    def act(o: Offender, model: sm.StandinModel) -> None:
+    def act(o: Offender, model: StandinModel) -> None:
         o.start()
         for text in texts:
             o.send(text.replace("<sid>", o.stream_sid))
@@ -144,35 +143,35 @@ def ignored(*texts: str) -> Callable[[Offender, sm.StandinModel], None]:
 DEPTH = 20_000  # 40 KB of brackets: under the frame cap, far over any recursion limit
 
 
-def binary_frame(o: Offender, model: sm.StandinModel) -> None:
+def binary_frame(o: Offender, model: StandinModel) -> None:
     o.start()
     o.ws.send(quiet_frame(), opcode=websocket.ABNF.OPCODE_BINARY)
     o.assert_carries_on(model)
 
 
-def oversized_frame(o: Offender, model: sm.StandinModel) -> None:
+def oversized_frame(o: Offender, model: StandinModel) -> None:
     o.start()
     o.send(json.dumps({"event": "media", "streamSid": o.stream_sid,
                        "media": {"payload": "A" * (70 * 1024)}}))
     o.assert_ended(1009, "twilio_protocol_error")
 
 
-def invalid_utf8(o: Offender, model: sm.StandinModel) -> None:
+def invalid_utf8(o: Offender, model: StandinModel) -> None:
     o.start()
     o.raw(encode_frame(OP_TEXT, b'{"event": "\xff\xfe"}', _mask()))
     o.assert_ended(1007, "twilio_protocol_error")
 
 
-def unmasked_frame(o: Offender, model: sm.StandinModel) -> None:
+def unmasked_frame(o: Offender, model: StandinModel) -> None:
     o.start()
     o.raw(encode_frame(OP_TEXT, b'{"event": "connected"}'))  # RFC 6455 5.1: clients must mask
     o.assert_ended(1002, "twilio_protocol_error")
 
 
-def fragmented_media(o: Offender, model: sm.StandinModel) -> None:
+def fragmented_media(o: Offender, model: StandinModel) -> None:
     o.start()
     payload = b64(quiet_frame())
-    data = media_text(o.stream_sid, payload).encode()
+    data = o.stream.media_b64(payload).encode()
     o.raw(_fragment(OP_TEXT, data[:50], final=False))  # RFC 6455 5.4: one message, three frames
     o.raw(_fragment(OP_CONTINUATION, data[50:200], final=False))
     o.raw(_fragment(OP_CONTINUATION, data[200:], final=True))
@@ -180,7 +179,7 @@ def fragmented_media(o: Offender, model: sm.StandinModel) -> None:
     o.assert_carries_on(model)
 
 
-def ping(o: Offender, model: sm.StandinModel) -> None:
+def ping(o: Offender, model: StandinModel) -> None:
     o.start()
     o.ws.ping(b"are you there")
     o.ws.settimeout(3)
@@ -192,34 +191,34 @@ def ping(o: Offender, model: sm.StandinModel) -> None:
     o.assert_carries_on(model)
 
 
-def unknown_event_spray(o: Offender, model: sm.StandinModel) -> None:
+def unknown_event_spray(o: Offender, model: StandinModel) -> None:
     o.start()
     for n in range(300):  # a new event name each time: each is tolerated, not each logged
         o.send(json.dumps({"event": f"novel_event_{n}", "streamSid": o.stream_sid}))
     o.assert_carries_on(model)
 
 
-def media_before_start(o: Offender, model: sm.StandinModel) -> None:
+def media_before_start(o: Offender, model: StandinModel) -> None:
     early = b64(quiet_frame())
-    o.send(connected_text())
+    o.send(o.stream.connected())
     o.media(early)
     o.start()
     record = o.assert_carries_on(model)
     assert early not in record.appended
 
 
-def second_start(o: Offender, model: sm.StandinModel) -> None:
+def second_start(o: Offender, model: StandinModel) -> None:
     o.start()
     handshakes = model.handshakes
-    other_call, other_stream = new_sid("CA"), new_sid("MZ")
-    o.send(start_text(other_stream, other_call, None))  # even with a valid token of its own
-    hijack = o.media(stream_sid=other_stream)
+    other = new_stream()
+    o.send(start_with_token(other))  # even with a valid token of its own
+    hijack = o.media(stream=other)
     record = o.assert_carries_on(model)
     assert hijack not in record.appended
     assert model.handshakes == handshakes, "a second start opened another Realtime session"
 
 
-def invalid_base64(o: Offender, model: sm.StandinModel) -> None:
+def invalid_base64(o: Offender, model: StandinModel) -> None:
     o.start()
     bad = "this is *not* base64 audio!"
     o.media(bad)  # a bad message of this call alone: counted, logged once, never sent upstream
@@ -227,25 +226,24 @@ def invalid_base64(o: Offender, model: sm.StandinModel) -> None:
     assert bad not in record.appended
 
 
-def wrong_stream_sid(o: Offender, model: sm.StandinModel) -> None:
+def wrong_stream_sid(o: Offender, model: StandinModel) -> None:
     o.start()
-    stray = o.media(stream_sid=new_sid("MZ"))
+    stray = o.media(stream=InboundStream(o.call_sid))  # the same call, another StreamSid
     record = o.assert_carries_on(model)
     assert stray not in record.appended
 
 
-def too_many_bad_messages(o: Offender, model: sm.StandinModel) -> None:
+def too_many_bad_messages(o: Offender, model: StandinModel) -> None:
     o.start()
     for _ in range(25):
         o.ws.send(b"\x00" * 8, opcode=websocket.ABNF.OPCODE_BINARY)
     o.assert_ended(1008, "twilio_protocol_error")
 
 
-def flood(o: Offender, model: sm.StandinModel) -> None:
+def flood(o: Offender, model: StandinModel) -> None:
     """5,000 media frames a second, a hundred times Twilio's rate."""
     o.start()
-    burst = b"".join(encode_frame(OP_TEXT, media_text(o.stream_sid, b64(quiet_frame())).encode(), _mask())
-                     for _ in range(100))
+    burst = b"".join(encode_frame(OP_TEXT, o.stream.media(quiet_frame()).encode(), _mask()) for _ in range(100))
 
     def pour() -> None:
         try:
@@ -267,10 +265,10 @@ def flood(o: Offender, model: sm.StandinModel) -> None:
     assert ran_s < 2 * FLOOD_WINDOW_S + 1, f"the flood ran {ran_s:.1f} s before the watchdog ended it"
 
 
-def invalid_start(o: Offender, model: sm.StandinModel) -> None:
+def invalid_start(o: Offender, model: StandinModel) -> None:
     """A start with a null callSid can never become a call: ended at once, not at the start timeout."""
-    o.send(connected_text())
-    start = json.loads(start_text(o.stream_sid, o.call_sid, None))
+    o.send(o.stream.connected())
+    start = json.loads(start_with_token(o.stream))
     start["start"]["callSid"] = None
     sent = time.monotonic()
     o.send(json.dumps(start))
@@ -278,8 +276,8 @@ def invalid_start(o: Offender, model: sm.StandinModel) -> None:
     assert closed.at - sent < 0.5, f"ended {closed.at - sent:.2f} s after the start"
 
 
-def no_start(o: Offender, model: sm.StandinModel) -> None:
-    o.send(connected_text())  # ... and then nothing: not Twilio
+def no_start(o: Offender, model: StandinModel) -> None:
+    o.send(o.stream.connected())  # ... and then nothing: not Twilio
     o.assert_ended(1008, "start_timeout")
 
 
@@ -328,7 +326,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_bad_input_ends_or_is_ignored_for_that_call_alone(
-    case: Case, gunicorn: GunicornRelay, normal_model: sm.StandinModel, teardown: Teardown
+    case: Case, gunicorn: GunicornRelay, normal_model: StandinModel, teardown: Teardown
 ) -> None:
     relay = gunicorn
     model = normal_model

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from scripts import standin_model as sm
+from scripts.fakes.openai import Behaviour, StandinModel
 from tests.conftest import GunicornRelay, free_port
 from tests.hardening.support import (
     FIGURES,
@@ -43,7 +43,7 @@ class Fault:
     """One way the Realtime side fails, and how the relay must say it ended the call."""
 
     name: str
-    behaviour: str
+    behaviour: Behaviour
     reason: str  # the close reason Twilio receives (the relay's end reason)
     log: str  # regex for the relay's line about the fault; its time is the fault's unless midcall
     midcall: bool = False  # the stand-in records when it struck (SessionRecord.fault_at)
@@ -53,34 +53,34 @@ class Fault:
 
 
 FAULTS = [
-    Fault("dns_failure", sm.NORMAL, "openai_dns_failed", r"openai\.connect_failed .*stage=dns",
+    Fault("dns_failure", Behaviour.NORMAL, "openai_dns_failed", r"openai\.connect_failed .*stage=dns",
           openai_url="dns", handshakes=0),
-    Fault("connection_refused", sm.NORMAL, "openai_tcp_failed", r"openai\.connect_failed .*stage=tcp",
+    Fault("connection_refused", Behaviour.NORMAL, "openai_tcp_failed", r"openai\.connect_failed .*stage=tcp",
           openai_url="refused", handshakes=0),
-    Fault("handshake_hangs_past_timeout", sm.HANG_HANDSHAKE, "openai_handshake_failed",
+    Fault("handshake_hangs_past_timeout", Behaviour.HANG_HANDSHAKE, "openai_handshake_failed",
           r"openai\.connect_failed .*stage=handshake status=None .*timed out", waits_s=1.0),
-    Fault("rejected_401", sm.REJECT_401, "openai_handshake_failed",
+    Fault("rejected_401", Behaviour.REJECT_401, "openai_handshake_failed",
           r"openai\.connect_failed .*stage=handshake status=401 code=invalid_api_key"),
-    Fault("rejected_403", sm.REJECT_403, "openai_handshake_failed",
+    Fault("rejected_403", Behaviour.REJECT_403, "openai_handshake_failed",
           r"openai\.connect_failed .*stage=handshake status=403 code=model_not_found"),
-    Fault("quota_429_at_handshake", sm.REJECT_429, "openai_handshake_failed",
+    Fault("quota_429_at_handshake", Behaviour.REJECT_429, "openai_handshake_failed",
           r"openai\.connect_failed .*stage=handshake status=429 code=insufficient_quota"),
-    Fault("session_update_rejected", sm.REJECT_SESSION, "session_rejected",
+    Fault("session_update_rejected", Behaviour.REJECT_SESSION, "session_rejected",
           r"openai\.error .*fatal=true type=invalid_request_error code=invalid_value"),
-    Fault("session_updated_never_arrives", sm.NEVER_UPDATE, "session_timeout", r"openai\.session_timeout ",
+    Fault("session_updated_never_arrives", Behaviour.NEVER_UPDATE, "session_timeout", r"openai\.session_timeout ",
           waits_s=2.0),
-    Fault("closed_midcall", sm.CLOSE_MIDCALL, "openai_closed", r"openai\.closed .*code=1011", midcall=True),
-    Fault("fatal_error_then_close", sm.FATAL_ERROR, "openai_error",
+    Fault("closed_midcall", Behaviour.CLOSE_MIDCALL, "openai_closed", r"openai\.closed .*code=1011", midcall=True),
+    Fault("fatal_error_then_close", Behaviour.FATAL_ERROR, "openai_error",
           r"openai\.error .*fatal=true .*code=session_expired", midcall=True),
-    Fault("session_expired_midcall", sm.SESSION_EXPIRED, "openai_error",
+    Fault("session_expired_midcall", Behaviour.SESSION_EXPIRED, "openai_error",
           r"openai\.error .*fatal=true .*code=session_expired", midcall=True),
-    Fault("quota_exhausted_midcall", sm.QUOTA_MIDCALL, "openai_error",
+    Fault("quota_exhausted_midcall", Behaviour.QUOTA_MIDCALL, "openai_error",
           r"openai\.response_failed .*fatal=true reason=insufficient_quota", midcall=True),
 ]
 FAULTS_UNDER_GUNICORN = [f for f in FAULTS if f.openai_url == ""]
 
 
-def _openai_url(fault: Fault, model: sm.StandinModel) -> str:
+def _openai_url(fault: Fault, model: StandinModel) -> str:
     if fault.openai_url == "dns":
         return "wss://no-such-host.invalid/v1/realtime"  # RFC 6761: never resolves
     if fault.openai_url == "refused":
@@ -98,17 +98,17 @@ def _assert_closed_in_time(fault: Fault, call: GoodCall, closed: Closed, fault_w
             f"Twilio closed {since_start:.2f} s after start (the fault waits {fault.waits_s:g} s)")
 
 
-def _assert_upstream_let_go(model: sm.StandinModel, fault: Fault) -> None:
+def _assert_upstream_let_go(model: StandinModel, fault: Fault) -> None:
     assert model.handshakes == fault.handshakes
     assert wait_until(lambda: all(s.closed_at is not None for s in model.sessions), 2), (
         "the relay left the Realtime socket open after ending the call")
-    if fault.behaviour == sm.HANG_HANDSHAKE:  # the stand-in noticed the relay give up
+    if fault.behaviour == Behaviour.HANG_HANDSHAKE:  # the stand-in noticed the relay give up
         assert wait_until(lambda: not model.live, 2)
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
 def test_an_upstream_fault_closes_twilio_within_two_seconds(
-    fault: Fault, make_relay: Any, fresh_model: sm.StandinModel, caplog: pytest.LogCaptureFixture,
+    fault: Fault, make_relay: Any, fresh_model: StandinModel, caplog: pytest.LogCaptureFixture,
     teardown: Teardown,
 ) -> None:
     caplog.set_level(logging.INFO, logger="relay")
@@ -143,9 +143,9 @@ def test_an_upstream_fault_closes_twilio_within_two_seconds(
     FIGURES[f"fault_to_close_ms[{fault.name}]"] = round((closed.wall - fault_wall) * 1000)
 
 
-@pytest.mark.parametrize("behaviour", [sm.RECOVERABLE_ERROR])
+@pytest.mark.parametrize("behaviour", [Behaviour.RECOVERABLE_ERROR])
 def test_a_recoverable_error_does_not_end_the_call(
-    behaviour: str, make_relay: Any, fresh_model: sm.StandinModel, caplog: pytest.LogCaptureFixture,
+    behaviour: Behaviour, make_relay: Any, fresh_model: StandinModel, caplog: pytest.LogCaptureFixture,
     teardown: Teardown,
 ) -> None:
     caplog.set_level(logging.INFO, logger="relay")
@@ -167,7 +167,7 @@ def test_a_recoverable_error_does_not_end_the_call(
 
 @pytest.mark.parametrize("fault", FAULTS_UNDER_GUNICORN, ids=[f.name for f in FAULTS_UNDER_GUNICORN])
 def test_an_upstream_fault_under_gunicorn_leaks_no_descriptor(
-    fault: Fault, gunicorn: GunicornRelay, normal_model: sm.StandinModel, teardown: Teardown
+    fault: Fault, gunicorn: GunicornRelay, normal_model: StandinModel, teardown: Teardown
 ) -> None:
     relay = gunicorn
     (worker,) = relay.worker_pids()

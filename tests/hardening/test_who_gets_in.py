@@ -26,8 +26,8 @@ import websocket
 from twilio.request_validator import RequestValidator
 
 from relay import stream_token
-from scripts import standin_model as sm
-from scripts.call import new_sid
+from scripts.fakes.openai import StandinModel
+from scripts.fakes.twilio_messages import InboundStream, new_sid
 from tests.conftest import AUTH_TOKEN, DIAGNOSTIC_TOKEN, RunningRelay
 from tests.hardening.support import (
     FIGURES,
@@ -35,15 +35,12 @@ from tests.hardening.support import (
     GoodCall,
     Teardown,
     await_close,
-    b64,
     connect,
-    connected_text,
-    media_text,
     mint,
     quiet_frame,
     refusal,
     signature_for,
-    start_text,
+    start_with_token,
     wait_until,
 )
 from tests.helpers import get_json
@@ -53,13 +50,13 @@ from webhook_app.config import WebhookConfig
 
 
 @pytest.fixture
-def standin(fresh_model: sm.StandinModel) -> sm.StandinModel:
+def standin(fresh_model: StandinModel) -> StandinModel:
     """A stand-in of this test's own: its handshake count starts at zero."""
     return fresh_model
 
 
 @pytest.fixture
-def relay(make_relay: Any, fresh_model: sm.StandinModel) -> RunningRelay:
+def relay(make_relay: Any, fresh_model: StandinModel) -> RunningRelay:
     """An in-process relay aimed at it."""
     return make_relay(fresh_model.url)  # type: ignore[no-any-return]
 
@@ -90,13 +87,13 @@ TOKEN_CASES = list(_tokens("CA" + "0" * 32)) + ["replayed_after_the_call", "repl
 
 def _start_and_push_audio(relay: RunningRelay, call_sid: str, params: dict[str, str]) -> tuple[int | None, str]:
     """A signed stream whose start carries ``params``, then media anyway; how it was closed."""
-    stream_sid = new_sid("MZ")
+    stream = InboundStream(call_sid)
     ws = connect(relay.ws_url)
-    ws.send(connected_text())
-    ws.send(start_text(stream_sid, call_sid, params))
+    ws.send(stream.connected())
+    ws.send(start_with_token(stream, params))
     try:
-        for seq in range(2, 22):  # it keeps talking, as if it had been let in
-            ws.send(media_text(stream_sid, b64(quiet_frame()), seq))
+        for _ in range(20):  # it keeps talking, as if it had been let in
+            ws.send(stream.media(quiet_frame()))
     except (websocket.WebSocketException, OSError):
         pass  # the relay has hung up already
     closed = await_close(ws, 3)
@@ -105,7 +102,7 @@ def _start_and_push_audio(relay: RunningRelay, call_sid: str, params: dict[str, 
 
 @pytest.mark.parametrize("case", TOKEN_CASES)
 def test_no_valid_unused_stream_token_no_openai_session(
-    case: str, relay: RunningRelay, standin: sm.StandinModel, caplog: pytest.LogCaptureFixture,
+    case: str, relay: RunningRelay, standin: StandinModel, caplog: pytest.LogCaptureFixture,
     teardown: Teardown,
 ) -> None:
     caplog.set_level(logging.INFO, logger="relay")
@@ -159,7 +156,7 @@ UPGRADE_CASES = ["unsigned", "forged", "empty", "another_url", "another_auth_tok
 
 @pytest.mark.parametrize("case", UPGRADE_CASES)
 def test_an_unsigned_or_forged_upgrade_is_refused_before_the_handshake(
-    case: str, relay: RunningRelay, standin: sm.StandinModel, caplog: pytest.LogCaptureFixture
+    case: str, relay: RunningRelay, standin: StandinModel, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="relay")
     status, body = refusal(relay.ws_url, signature=_signature(case, relay.ws_url))
@@ -171,7 +168,7 @@ def test_an_unsigned_or_forged_upgrade_is_refused_before_the_handshake(
     FIGURES["refused_upgrades"].append(case)  # type: ignore[attr-defined]
 
 
-def test_a_signed_upgrade_elsewhere_or_malformed_gets_no_call(relay: RunningRelay, standin: sm.StandinModel) -> None:
+def test_a_signed_upgrade_elsewhere_or_malformed_gets_no_call(relay: RunningRelay, standin: StandinModel) -> None:
     # Another path, signed for it: 404 before any upgrade.
     other = RequestValidator(AUTH_TOKEN).compute_signature(relay.ws_url + "/other", {})
     try:
@@ -235,7 +232,7 @@ DIAGNOSTIC_CASES: dict[str, tuple[dict[str, str], str]] = {
 
 @pytest.mark.parametrize("case", list(DIAGNOSTIC_CASES))
 def test_the_diagnostic_opens_nothing_without_its_token(
-    case: str, relay: RunningRelay, standin: sm.StandinModel
+    case: str, relay: RunningRelay, standin: StandinModel
 ) -> None:
     headers, query = DIAGNOSTIC_CASES[case]
     status, document = get_json(relay.http_url + "/diagnostic/openai" + query, headers)
@@ -245,7 +242,7 @@ def test_the_diagnostic_opens_nothing_without_its_token(
     FIGURES["refused_diagnostics"].append(case)  # type: ignore[attr-defined]
 
 
-def test_a_disabled_diagnostic_opens_nothing_whatever_it_is_sent(make_relay: Any, standin: sm.StandinModel) -> None:
+def test_a_disabled_diagnostic_opens_nothing_whatever_it_is_sent(make_relay: Any, standin: StandinModel) -> None:
     relay = make_relay(standin.url, DIAGNOSTIC_TOKEN="")
     for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": f"Bearer {DIAGNOSTIC_TOKEN}"}):
         status, document = get_json(relay.http_url + "/diagnostic/openai", headers)

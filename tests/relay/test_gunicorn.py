@@ -14,9 +14,10 @@ from typing import Any
 
 import gevent.pool
 
-from scripts import standin_model as sm
-from scripts.call import SimulatedCaller, target_from_relay
+from scripts.fakes.openai import StandinModel
+from scripts.fakes.twilio_caller import SimulatedCaller
 from scripts.fakes.twilio_messages import InboundStream
+from scripts.fakes.twilio_webhook import target_from_relay
 from tests.conftest import AUTH_TOKEN, DIAGNOSTIC_AUTH, ROOT, STREAM_SECRET, GunicornRelay
 from tests.hardening.support import await_close, connect
 from tests.helpers import QUIET, get, wait_until
@@ -29,7 +30,7 @@ def call_to(relay: GunicornRelay, **kwargs: Any) -> SimulatedCaller:
     return SimulatedCaller(target, auth_token=AUTH_TOKEN, **kwargs)
 
 
-def test_a_call_through_gunicorn_hears_the_assistant(gunicorn_relay: Any, standin: sm.StandinModel) -> None:
+def test_a_call_through_gunicorn_hears_the_assistant(gunicorn_relay: Any, standin: StandinModel) -> None:
     relay = gunicorn_relay(standin.url)
     result = call_to(relay).run()
     assert result.handshake_status == 101 and result.first_audio_ms is not None
@@ -54,7 +55,7 @@ def test_a_bad_environment_stops_gunicorn_at_boot_listing_every_problem() -> Non
         assert expected in done.stderr
 
 
-def test_sigterm_drains_live_calls_then_exits(gunicorn_relay: Any, standin: sm.StandinModel) -> None:
+def test_sigterm_drains_live_calls_then_exits(gunicorn_relay: Any, standin: StandinModel) -> None:
     relay = gunicorn_relay(standin.url, RELAY_GRACEFUL_TIMEOUT_SECONDS="3400")
     calls = [call_to(relay) for _ in range(3)]
     for call in calls:
@@ -82,7 +83,7 @@ def test_sigterm_drains_live_calls_then_exits(gunicorn_relay: Any, standin: sm.S
     assert len(ended) == 3 and all("reason=caller_hangup" in line for line in ended)
 
 
-def test_two_workers_share_max_calls_and_healthz(gunicorn_relay: Any, standin: sm.StandinModel) -> None:
+def test_two_workers_share_max_calls_and_healthz(gunicorn_relay: Any, standin: StandinModel) -> None:
     relay = gunicorn_relay(standin.url, RELAY_WORKERS="2", RELAY_MAX_CALLS="3")
     # Both loaded: "Booting worker" comes before a worker handles SIGTERM, and one lost there
     # would hold the teardown's stop for its whole timeout.
@@ -112,7 +113,7 @@ def _replay(relay: GunicornRelay, call_sid: str, parameters: dict[str, str]) -> 
 
 
 def test_a_replayed_token_is_refused_whichever_worker_takes_it(
-    gunicorn_relay: Any, standin: sm.StandinModel
+    gunicorn_relay: Any, standin: StandinModel
 ) -> None:
     relay = gunicorn_relay(standin.url, RELAY_WORKERS="2")
     assert wait_until(lambda: relay.log().count("relay.configured") == 2, 10)  # both loaded (see above)
@@ -141,7 +142,7 @@ def test_a_replayed_token_is_refused_whichever_worker_takes_it(
 
 
 def test_json_logs_are_one_object_per_line_with_the_calls_fields(
-    gunicorn_relay: Any, standin: sm.StandinModel
+    gunicorn_relay: Any, standin: StandinModel
 ) -> None:
     relay = gunicorn_relay(standin.url, RELAY_LOG_FORMAT="json")
     call = call_to(relay)
@@ -160,7 +161,7 @@ def test_json_logs_are_one_object_per_line_with_the_calls_fields(
                                              "openai.session_updated", "call.first_audio"}
 
 
-def test_a_peer_cannot_write_a_log_line_of_its_own(gunicorn_relay: Any, standin: sm.StandinModel) -> None:
+def test_a_peer_cannot_write_a_log_line_of_its_own(gunicorn_relay: Any, standin: StandinModel) -> None:
     relay = gunicorn_relay(standin.url, RELAY_LOG_LEVEL="DEBUG")
     forged = "2026-01-01T00:00:00.000Z WARNING relay.bridge call.rejected reason=forged"
     ws = connect(relay.ws_url)

@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from scripts.standin_model import StandinModel
+from scripts.fakes.openai import StandinModel
 from tests.conftest import DIAGNOSTIC_TOKEN
 from tests.hardening.support import GoodCall
 from tests.helpers import get, wait_until

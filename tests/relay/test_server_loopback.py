@@ -12,8 +12,9 @@ import pytest
 
 from relay import __version__ as relay_version
 from scripts import audio
-from scripts import standin_model as sm
-from scripts.call import SimulatedCaller, target_from_relay
+from scripts.fakes.openai import Behaviour, StandinModel
+from scripts.fakes.twilio_caller import SimulatedCaller
+from scripts.fakes.twilio_webhook import target_from_relay
 from tests.conftest import API_KEY, AUTH_TOKEN, DIAGNOSTIC_AUTH, DIAGNOSTIC_TOKEN, STREAM_SECRET, RunningRelay
 from tests.helpers import QUIET, assert_ga_client_event, get, wait_until
 
@@ -54,7 +55,7 @@ def test_healthz_tells_the_public_its_status_only(relay: RunningRelay) -> None:
 
 
 def test_healthz_without_a_diagnostic_token_is_status_only_for_everyone(make_relay: Any,
-                                                                         standin: sm.StandinModel) -> None:
+                                                                         standin: StandinModel) -> None:
     relay = make_relay(standin.url, DIAGNOSTIC_TOKEN="")
     for headers in ({}, {"Authorization": "Bearer "}, DIAGNOSTIC_AUTH):
         assert json.loads(get(relay.http_url + "/healthz", headers)[2]) == {"status": "ok"}
@@ -71,7 +72,7 @@ def test_a_draining_relay_says_so_in_public_with_503_and_livez_stays_200(relay: 
 # -- a call -------------------------------------------------------------------------------
 
 
-def test_audio_passes_byte_for_byte_both_ways(relay: RunningRelay, standin: sm.StandinModel) -> None:
+def test_audio_passes_byte_for_byte_both_ways(relay: RunningRelay, standin: StandinModel) -> None:
     greeting = bytes((i * 7) % 256 for i in range(3200))  # 400 ms, 4 deltas of 100 ms
     standin.greeting_audio = greeting
     result = caller(relay, caller_audio=QUIET * 3).run()
@@ -94,7 +95,7 @@ def test_audio_passes_byte_for_byte_both_ways(relay: RunningRelay, standin: sm.S
 
 
 def test_barge_in_clears_twilio_and_truncates_at_what_was_heard(
-    relay: RunningRelay, standin: sm.StandinModel
+    relay: RunningRelay, standin: StandinModel
 ) -> None:
     standin.greeting_audio = bytes([0xFF]) * 8000 * 3  # 3 s of greeting, sent 8x real time
     talk = audio.read_wav_ulaw(audio.CALLER_WAV)
@@ -115,7 +116,7 @@ def test_barge_in_clears_twilio_and_truncates_at_what_was_heard(
         assert_ga_client_event(event)
 
 
-def test_caller_hangup_closes_openai_within_a_second(relay: RunningRelay, standin: sm.StandinModel) -> None:
+def test_caller_hangup_closes_openai_within_a_second(relay: RunningRelay, standin: StandinModel) -> None:
     for send_stop in (True, False):
         call = caller(relay, send_stop=send_stop)
         assert call.begin()
@@ -133,7 +134,7 @@ def test_caller_hangup_closes_openai_within_a_second(relay: RunningRelay, standi
 
 
 @pytest.mark.parametrize("case", ["missing", "forged", "expired", "other_call"])
-def test_bad_stream_token_opens_no_openai_session(relay: RunningRelay, standin: sm.StandinModel,
+def test_bad_stream_token_opens_no_openai_session(relay: RunningRelay, standin: StandinModel,
                                                   case: str) -> None:
     from relay import stream_token
 
@@ -155,7 +156,7 @@ def test_bad_stream_token_opens_no_openai_session(relay: RunningRelay, standin: 
     assert standin.handshakes == 0 and standin.sessions == []
 
 
-def test_a_replayed_stream_token_is_refused(relay: RunningRelay, standin: sm.StandinModel) -> None:
+def test_a_replayed_stream_token_is_refused(relay: RunningRelay, standin: StandinModel) -> None:
     first = caller(relay, hold_s=0.5)
     assert first.run().close_code == 1000
     again = SimulatedCaller(first.target, auth_token=AUTH_TOKEN, hold_s=1, caller_audio=QUIET)
@@ -165,7 +166,7 @@ def test_a_replayed_stream_token_is_refused(relay: RunningRelay, standin: sm.Sta
 
 @pytest.mark.parametrize("signature", [None, "forged", "wrong_url"])
 def test_unsigned_or_forged_upgrade_is_refused_before_the_handshake(
-    relay: RunningRelay, standin: sm.StandinModel, signature: str | None
+    relay: RunningRelay, standin: StandinModel, signature: str | None
 ) -> None:
     from twilio.request_validator import RequestValidator
 
@@ -189,7 +190,7 @@ def test_unsigned_or_forged_upgrade_is_refused_before_the_handshake(
 # -- capacity --------------------------------------------------------------------------------
 
 
-def test_at_capacity_further_upgrades_get_503(make_relay: Any, standin: sm.StandinModel) -> None:
+def test_at_capacity_further_upgrades_get_503(make_relay: Any, standin: StandinModel) -> None:
     relay = make_relay(standin.url, RELAY_MAX_CALLS="1")
     first = caller(relay, hold_s=5)
     assert first.begin()
@@ -213,7 +214,7 @@ def test_diagnostic_requires_its_token(relay: RunningRelay) -> None:
         assert status == 401 and "Bearer" in response_headers["WWW-Authenticate"]
 
 
-def test_diagnostic_against_a_healthy_model(relay: RunningRelay, standin: sm.StandinModel) -> None:
+def test_diagnostic_against_a_healthy_model(relay: RunningRelay, standin: StandinModel) -> None:
     status, _, body = get(relay.http_url + "/diagnostic/openai",
                           {"Authorization": f"Bearer {DIAGNOSTIC_TOKEN}"})
     result = json.loads(body)
@@ -226,8 +227,8 @@ def test_diagnostic_against_a_healthy_model(relay: RunningRelay, standin: sm.Sta
     assert session.events[0] == json.loads(relay.app.session_update)  # exactly the bridge's
 
 
-def test_diagnostic_against_a_model_that_refuses_the_key(relay: RunningRelay, standin: sm.StandinModel) -> None:
-    standin.behaviour = sm.REJECT_401
+def test_diagnostic_against_a_model_that_refuses_the_key(relay: RunningRelay, standin: StandinModel) -> None:
+    standin.behaviour = Behaviour.REJECT_401
     status, _, body = get(relay.http_url + "/diagnostic/openai",
                           {"Authorization": f"Bearer {DIAGNOSTIC_TOKEN}"})
     result = json.loads(body)
@@ -237,15 +238,15 @@ def test_diagnostic_against_a_model_that_refuses_the_key(relay: RunningRelay, st
     assert API_KEY.encode() not in body
 
 
-def test_diagnostic_names_a_rejected_session(relay: RunningRelay, standin: sm.StandinModel) -> None:
-    standin.behaviour = sm.REJECT_SESSION
+def test_diagnostic_names_a_rejected_session(relay: RunningRelay, standin: StandinModel) -> None:
+    standin.behaviour = Behaviour.REJECT_SESSION
     _, _, body = get(relay.http_url + "/diagnostic/openai", {"Authorization": f"Bearer {DIAGNOSTIC_TOKEN}"})
     result = json.loads(body)
     assert result["ok"] is False and result["stage"] == "session"
     assert result["error_code"] == "invalid_value" and "audio/pcmu" in result["error_message"]
 
 
-def test_diagnostic_disabled_without_a_token(make_relay: Any, standin: sm.StandinModel) -> None:
+def test_diagnostic_disabled_without_a_token(make_relay: Any, standin: StandinModel) -> None:
     relay = make_relay(standin.url, DIAGNOSTIC_TOKEN="")
     status, _, body = get(relay.http_url + "/diagnostic/openai", {"Authorization": "Bearer x"})
     assert status == 404 and b"DIAGNOSTIC_TOKEN" in body

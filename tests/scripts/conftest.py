@@ -10,6 +10,7 @@ leaks in, and judged on what they print and the exit code.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import ssl
@@ -164,3 +165,33 @@ def run_script(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, s
         return code, out if "--json" in argv else " ".join(out.split())
 
     return run
+
+
+Report = dict[str, Any]
+
+
+@pytest.fixture
+def run_json(run_script: Callable[..., tuple[int, str]]) -> Callable[..., tuple[int, Report]]:
+    """``run_json(main, *argv, env={...})`` -> (exit code, the ``--json`` report)."""
+
+    def run(main: Callable[..., int], *argv: str, env: Mapping[str, str] | None = None) -> tuple[int, Report]:
+        code, out = run_script(main, *argv, "--json", env=env)
+        return code, json.loads(out)
+
+    return run
+
+
+def layer(report: Report, name: str) -> dict[str, Any]:
+    """One layer of a ``--json`` report."""
+    return next(item for item in report["layers"] if item["name"] == name)
+
+
+def failure(report: Report) -> tuple[str, str]:
+    """(layer name, diagnosis code) of the report's failed layer."""
+    (failed,) = [item for item in report["layers"] if item["status"] == "failed"]
+    return failed["name"], failed["code"]
+
+
+def statuses(report: Report) -> dict[str, str]:
+    """Every layer's status, by name."""
+    return {item["name"]: item["status"] for item in report["layers"]}

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from scripts import bench_stats
+from scripts.bench import stats as bench_stats
 from tests.conftest import ROOT
 
 
@@ -100,6 +100,19 @@ def test_a_small_real_run(tmp_path: object) -> None:
     assert step["cpu_ms_per_call_s"] is not None and step["rss_kib_per_call"] is not None
     assert step["first_audio_ms"] is not None
     assert report["targets"][0].startswith("capacity:")
+
+
+def test_a_small_run_with_the_upstream_over_tls() -> None:
+    """make bench --tls, tiny: the stand-in serves wss:// (a test CA made for the run), the relay trusts it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.bench_relay", "--tls", "--steps", "2", "--duration", "2", "--warmup", "0.5",
+         "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (step,) = json.loads(done.stdout)["rows"]
+    assert step["calls"] == 2 and step["failed"] == 0 and step["lost"] == 0
+    assert step["up"]["received"] > 20 and step["down"]["received"] > 20
+    relay_log = (ROOT / "build" / "bench" / "relay.log").read_text()
+    assert "tls_ms=" in relay_log  # the relay's upstream went through a TLS handshake
 
 
 def test_repeated_steps_hold_by_majority_and_report_medians() -> None:

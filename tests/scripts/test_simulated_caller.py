@@ -7,8 +7,6 @@ that takes the upgrade and then never says anything: no audio, no answer to the 
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import socket
 import subprocess
@@ -17,15 +15,16 @@ from collections.abc import Iterator
 
 import gevent
 import pytest
+from websockets.utils import accept_key
 
-from scripts.verify_relay import WS_GUID
 from tests.conftest import ROOT
 
 HOLD_S, TIMEOUT_S = 0.2, 2.0
 
 CALLER = f"""
 import json, time
-from scripts.call import SimulatedCaller, StreamTarget
+from scripts.fakes.twilio_caller import SimulatedCaller
+from scripts.fakes.twilio_webhook import StreamTarget
 url = "ws://127.0.0.1:%d/twilio/realtime"
 caller = SimulatedCaller(StreamTarget(url, url, {{}}, "CA" + "1" * 32), auth_token=None, caller_audio=b"",
                          wait_for_audio=False, hold_s={HOLD_S}, timeout_s={TIMEOUT_S})
@@ -45,7 +44,7 @@ def _mute(conn: socket.socket) -> None:
             request += conn.recv(4096)
         key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
                    if line.lower().startswith(b"sec-websocket-key:"))
-        accept = base64.b64encode(hashlib.sha1(key + WS_GUID.encode()).digest())
+        accept = accept_key(key.decode()).encode()
         conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
         while conn.recv(65536):

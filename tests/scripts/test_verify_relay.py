@@ -1,32 +1,44 @@
 """scripts/verify_relay.py against real local stand-ins: each failure an operator meets at
-2 a.m., diagnosed in plain words, with the exit code a cron job or a deploy pipeline reads."""
+2 a.m., diagnosed by its stable code (the sentences are in scripts/verify/diagnoses.py, each
+checked once by test_diagnoses.py), with the exit code a cron job or a deploy pipeline reads."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import gevent
 import pytest
+from websockets.utils import accept_key
 
 from scripts import verify_relay
-from scripts.call import SimulatedCaller, target_from_relay
-from scripts.standin_model import REJECT_401, StandinModel
+from scripts.fakes.openai import Behaviour, Scenario, StandinModel
+from scripts.fakes.twilio_caller import SimulatedCaller
+from scripts.fakes.twilio_webhook import target_from_relay
 from tests.conftest import API_KEY, AUTH_TOKEN, ROOT, STREAM_SECRET, RunningRelay, free_port
 from tests.helpers import wait_until
-from tests.scripts.conftest import SECRETS, Certificate, Serve, relay_app, static_app
+from tests.scripts.conftest import (
+    SECRETS,
+    Certificate,
+    Report,
+    Serve,
+    failure,
+    layer,
+    relay_app,
+    static_app,
+    statuses,
+)
 
 Run = Callable[..., tuple[int, str]]
+RunJson = Callable[..., tuple[int, Report]]
 
-NOTHING_LISTENING = ("nothing is listening on 127.0.0.1:{port} — the relay process is not running or not "
-                     "bound to this port (check the start command: the relay must own this port)")
-SIGNATURE_FAILED = ("signature check failed: RELAY_PUBLIC_URL differs from the URL Twilio uses, or the auth "
-                    "token is wrong")
 LAYERS = ["dns", "tcp", "tls", "plain_get", "healthz", "handshake", "diagnostic", "synthetic_call"]
 
 NEXT_JS_404 = """<!DOCTYPE html><html><head><meta charSet="utf-8"/><title>404: This page could not be found</title>
@@ -47,92 +59,78 @@ NGINX_502 = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\
              "</h1></center>\r\n</body>\r\n</html>\r\n")
 
 
-def layer(report: dict[str, Any], name: str) -> dict[str, Any]:
-    return next(item for item in report["layers"] if item["name"] == name)
-
-
-def failed_layer(output: str) -> str:
-    """The block after FAILED: the failing layer's why and fix."""
-    assert "FAILED at " in output, output
-    return output[output.index("FAILED at "):]
-
-
 # -- where nothing or something else answers --------------------------------------------------
 
 
-def test_nothing_listening(run_script: Run) -> None:
+def test_nothing_listening(run_json: RunJson) -> None:
+    port = free_port()
+    code, report = run_json(verify_relay.main, f"http://127.0.0.1:{port}")
+    assert code == 1 and failure(report) == ("tcp", "tcp_refused")
+    assert layer(report, "tcp")["detail"] == f"connection refused by 127.0.0.1:{port}"
+    assert f"127.0.0.1:{port}" in layer(report, "tcp")["diagnosis"]  # the facts fill the table's sentence
+    assert statuses(report) == {"dns": "passed", "tcp": "failed", **{name: "not_run" for name in LAYERS[2:]}}
+
+
+def test_a_failure_reads_as_a_checklist_for_people(run_script: Run) -> None:
+    """The human report: the failed layer, then why and fix from the diagnosis table."""
     port = free_port()
     code, out = run_script(verify_relay.main, f"http://127.0.0.1:{port}")
     assert code == 1
     assert "✓ DNS" in out and f"✗ TCP connection refused by 127.0.0.1:{port}" in out
-    assert f"why: {NOTHING_LISTENING.format(port=port)}" in out
     assert "– TLS not run: TCP failed" in out
-    assert "start the relay" in failed_layer(out)
+    assert out.index("FAILED at TCP (exit 1)") < out.index("why: nothing is listening") < out.index("fix: start")
 
 
 @pytest.mark.parametrize("status,page,kind", [
     ("404 Not Found", NEXT_JS_404, "a Next.js page"),
     ("200 OK", SPA_INDEX, "a single-page-app page (index.html)"),
 ])
-def test_a_frontend_on_the_relays_port(run_script: Run, serve: Serve, status: str, page: str, kind: str) -> None:
+def test_a_frontend_on_the_relays_port(run_json: RunJson, serve: Serve, status: str, page: str, kind: str) -> None:
     port = serve(static_app(status, page, headers={"X-Powered-By": "Next.js"}))
-    code, out = run_script(verify_relay.main, f"http://127.0.0.1:{port}")
-    assert code == 1
-    why = failed_layer(out)
-    assert "FAILED at GET /twilio/realtime → 426" in why
-    assert ("why: a frontend is being served on the relay's port, overshadowing the backend: GET /twilio/realtime "
-            f"returned {kind} instead of the relay's 426") in why
-    assert "the relay must own this port" in why
+    code, report = run_json(verify_relay.main, f"http://127.0.0.1:{port}")
+    assert code == 1 and failure(report) == ("plain_get", "frontend_on_relay_port")
+    assert kind in layer(report, "plain_get")["diagnosis"]
 
 
 @pytest.mark.parametrize("page,content_type", [
     ("Not Found\n", "text/plain"),
     (WERKZEUG_404, "text/html; charset=utf-8"),  # an error page is HTML too: still "route not loaded"
 ])
-def test_an_app_that_404s_the_route(run_script: Run, serve: Serve, page: str, content_type: str) -> None:
+def test_an_app_that_404s_the_route(run_json: RunJson, serve: Serve, page: str, content_type: str) -> None:
     port = serve(static_app("404 Not Found", page, content_type))
-    code, out = run_script(verify_relay.main, f"http://127.0.0.1:{port}")
-    assert code == 1
-    assert ("why: the route is not loaded (404): a different app is running on this port, or the path is wrong"
-            in failed_layer(out))
+    code, report = run_json(verify_relay.main, f"http://127.0.0.1:{port}")
+    assert code == 1 and failure(report) == ("plain_get", "route_not_loaded")
 
 
-def test_a_proxy_with_no_healthy_relay_behind_it(run_script: Run, serve: Serve) -> None:
+def test_a_proxy_with_no_healthy_relay_behind_it(run_json: RunJson, serve: Serve) -> None:
     port = serve(static_app("502 Bad Gateway", NGINX_502, "text/html", headers={"Server": "awselb/2.0"}))
-    code, out = run_script(verify_relay.main, f"http://127.0.0.1:{port}", "--json")
-    assert code == 1
-    report = json.loads(out)
+    code, report = run_json(verify_relay.main, f"http://127.0.0.1:{port}")
+    assert code == 1 and failure(report) == ("plain_get", "proxy_no_healthy_relay")
     plain_get = layer(report, "plain_get")
     assert plain_get["ok"] is False and plain_get["skipped"] is False
-    assert plain_get["diagnosis"] == ("a proxy or load balancer answered (502) but there is no healthy relay "
-                                      "behind it")
     assert "Server: awselb/2.0" in plain_get["detail"] and "502 Bad Gateway" in plain_get["detail"]
-    assert "target group health" in plain_get["fix"]
     assert [item["status"] for item in report["layers"]][3:] == ["failed"] + ["not_run"] * 4
 
 
-@pytest.mark.parametrize("status,said", [
-    ("405 Method Not Allowed", "405 Method Not Allowed: something other than the relay handles /twilio/realtime"),
-    ("200 OK", "HTTP 200 OK where the relay answers 426"),
-    ("301 Moved Permanently", "Twilio does not follow redirects"),
+@pytest.mark.parametrize("status,code", [
+    ("405 Method Not Allowed", "path_method_not_allowed"),
+    ("200 OK", "not_the_relay"),
+    ("301 Moved Permanently", "path_redirects"),
+    ("401 Unauthorized", "path_behind_auth"),
 ])
-def test_other_answers_said_plainly(run_script: Run, serve: Serve, status: str, said: str) -> None:
+def test_other_answers_said_plainly(run_json: RunJson, serve: Serve, status: str, code: str) -> None:
     port = serve(static_app(status, "nope\n", "text/plain", headers={"Location": "https://elsewhere/"}))
-    code, out = run_script(verify_relay.main, f"http://127.0.0.1:{port}")
-    assert code == 1 and said in failed_layer(out)
+    exit_code, report = run_json(verify_relay.main, f"http://127.0.0.1:{port}")
+    assert exit_code == 1 and failure(report) == ("plain_get", code)
 
 
-def test_a_proxy_that_drops_the_upgrade_headers(run_script: Run, serve: Serve, standin: StandinModel) -> None:
+def test_a_proxy_that_drops_the_upgrade_headers(run_json: RunJson, serve: Serve, standin: StandinModel) -> None:
     """The relay's app behind a plain HTTP server: the upgrade arrives as a plain GET (nginx without
     ``proxy_set_header Upgrade``)."""
     port = serve(None, bind=lambda port: relay_app(standin.url, f"ws://127.0.0.1:{port}"))
-    code, out = run_script(verify_relay.main, f"http://127.0.0.1:{port}", env=SECRETS)
-    assert code == 1
-    assert "✓ GET /healthz" in out
-    why = failed_layer(out)
-    assert "FAILED at WebSocket handshake" in why
-    assert "the upgrade headers did not reach the relay — a proxy in front drops Upgrade/Connection" in why
-    assert "proxy_set_header Upgrade $http_upgrade" in why
+    code, report = run_json(verify_relay.main, f"http://127.0.0.1:{port}", env=SECRETS)
+    assert code == 1 and failure(report) == ("handshake", "upgrade_headers_dropped")
+    assert layer(report, "healthz")["ok"]
 
 
 # -- a relay that is up but misconfigured ---------------------------------------------------------
@@ -155,48 +153,40 @@ def relay_before(make_relay: Any) -> Iterator[Callable[..., RunningRelay]]:
 @pytest.fixture
 def relay_with_a_refused_key(relay_before: Callable[..., RunningRelay]) -> RunningRelay:
     """A relay whose OpenAI (the stand-in) refuses its key with 401."""
-    return relay_before(behaviour=REJECT_401)
+    return relay_before(behaviour=Behaviour.REJECT_401)
 
 
-def test_openai_refuses_the_relays_key(run_script: Run, relay_with_a_refused_key: RunningRelay) -> None:
-    code, out = run_script(verify_relay.main, relay_with_a_refused_key.http_url, env=SECRETS)
-    assert code == 1
-    assert "✓ WebSocket handshake" in out
-    assert "✗ OpenAI diagnostic failed at 401: stage handshake, HTTP 401, invalid_api_key" in out
-    why = failed_layer(out)
-    assert ("why: the relay cannot open a Realtime session — OpenAI refused the API key (401 invalid_api_key): "
-            "Incorrect API key provided") in why
-    assert "fix: set OPENAI_API_KEY to a valid key" in why
-    assert "– synthetic call not run: OpenAI diagnostic failed" in out
+def test_openai_refuses_the_relays_key(run_json: RunJson, relay_with_a_refused_key: RunningRelay) -> None:
+    code, report = run_json(verify_relay.main, relay_with_a_refused_key.http_url, env=SECRETS)
+    assert code == 1 and failure(report) == ("diagnostic", "openai_key_refused")
+    assert layer(report, "handshake")["ok"]
+    diagnostic = layer(report, "diagnostic")
+    assert diagnostic["detail"] == "failed at 401: stage handshake, HTTP 401, invalid_api_key"
+    assert "Incorrect API key provided" in diagnostic["diagnosis"]  # OpenAI's own words, passed on
+    assert layer(report, "synthetic_call")["status"] == "not_run"
 
 
 def test_without_the_diagnostic_the_call_says_openai_is_unreachable(
-    run_script: Run, relay_with_a_refused_key: RunningRelay
+    run_json: RunJson, relay_with_a_refused_key: RunningRelay
 ) -> None:
     env = {k: v for k, v in SECRETS.items() if k != "DIAGNOSTIC_TOKEN"}
-    code, out = run_script(verify_relay.main, relay_with_a_refused_key.http_url, env=env)
-    assert code == 1
-    assert "– OpenAI diagnostic set DIAGNOSTIC_TOKEN" in out
-    why = failed_layer(out)
-    assert "FAILED at synthetic call" in why
-    assert "why: the relay could not reach OpenAI (close 1011 openai_handshake_failed)" in why
-    assert "run the OpenAI diagnostic" in why
+    code, report = run_json(verify_relay.main, relay_with_a_refused_key.http_url, env=env)
+    assert code == 1 and failure(report) == ("synthetic_call", "call_upstream_failed")
+    assert layer(report, "diagnostic")["status"] == "skipped"
+    assert "close 1011 openai_handshake_failed" in layer(report, "synthetic_call")["diagnosis"]
 
 
 @pytest.fixture
 def silent_relay(relay_before: Callable[..., RunningRelay]) -> RunningRelay:
     """A relay whose OpenAI (the stand-in) opens the session and never says a word."""
-    return relay_before(greeting_audio=b"", reply="greeting")
+    return relay_before(greeting_audio=b"", scenario=Scenario(echo=False))
 
 
-def test_a_model_that_never_speaks_is_dead_air(run_script: Run, silent_relay: RunningRelay) -> None:
+def test_a_model_that_never_speaks_is_dead_air(run_json: RunJson, silent_relay: RunningRelay) -> None:
     """The session opens and the call stays up, but no audio ever comes back: dead air, said as such."""
-    code, out = run_script(verify_relay.main, silent_relay.http_url, "--call-timeout", "2", env=SECRETS)
-    assert code == 1
-    why = failed_layer(out)
-    assert "FAILED at synthetic call" in why
-    assert "why: dead air: the relay took the call but no assistant audio came back in 2 s" in why
-    assert "the relay closed the stream" not in why
+    code, report = run_json(verify_relay.main, silent_relay.http_url, "--call-timeout", "2", env=SECRETS)
+    assert code == 1 and failure(report) == ("synthetic_call", "dead_air")
+    assert "in 2 s" in layer(report, "synthetic_call")["diagnosis"]
 
 
 def test_the_simulated_caller_hears_silence_as_silence_not_as_a_drop(silent_relay: RunningRelay) -> None:
@@ -216,75 +206,152 @@ def test_the_simulated_caller_hears_silence_as_silence_not_as_a_drop(silent_rela
     assert result.closed_at_ms is not None and result.closed_at_ms >= 1500
 
 
-def test_relay_behind_a_wrong_public_url(run_script: Run, make_relay: Any, standin: StandinModel) -> None:
+def test_relay_behind_a_wrong_public_url(run_json: RunJson, make_relay: Any, standin: StandinModel) -> None:
     """The relay was told another RELAY_PUBLIC_URL than the one Twilio (and the operator) uses."""
     relay = make_relay(standin.url, RELAY_PUBLIC_URL="wss://relay.example.com")
-    code, out = run_script(verify_relay.main, relay.http_url, env=SECRETS)
-    assert code == 1
-    why = failed_layer(out)
-    assert f"why: {SIGNATURE_FAILED} — the relay checks signatures for wss://relay.example.com/twilio/realtime, " \
-           f"this check signed for {relay.ws_url}/twilio/realtime" in why
-    assert "RELAY_PUBLIC_URL=wss://relay.example.com" in why
+    code, report = run_json(verify_relay.main, relay.http_url, env=SECRETS)
+    assert code == 1 and failure(report) == ("handshake", "signature_url_mismatch")
+    why, fix = layer(report, "handshake")["diagnosis"], layer(report, "handshake")["fix"]
+    assert "wss://relay.example.com/twilio/realtime" in why and f"{relay.ws_url}/twilio/realtime" in why
+    assert "RELAY_PUBLIC_URL=wss://relay.example.com" in fix
 
 
-def test_a_wrong_auth_token(run_script: Run, relay: RunningRelay) -> None:
+def test_a_wrong_auth_token(run_script: Run, run_json: RunJson, relay: RunningRelay) -> None:
     env = {**SECRETS, "TWILIO_AUTH_TOKEN": "not-the-account-auth-token"}
-    code, out = run_script(verify_relay.main, relay.http_url, env=env)
-    assert code == 1
-    assert f"{SIGNATURE_FAILED} — the URLs agree" in failed_layer(out)
-    assert "not-the-account-auth-token" not in out  # never print a secret
+    code, report = run_json(verify_relay.main, relay.http_url, env=env)
+    assert code == 1 and failure(report) == ("handshake", "signature_token_mismatch")
+    assert "not-the-account-auth-token" not in run_script(verify_relay.main, relay.http_url, env=env)[1]
 
 
-def test_stream_token_secret_differs(run_script: Run, make_relay: Any, standin: StandinModel) -> None:
+def test_stream_token_secret_differs(run_json: RunJson, make_relay: Any, standin: StandinModel) -> None:
     relay = make_relay(standin.url, STREAM_TOKEN_SECRET="another-stream-secret-0123456789abcdefgh")
-    code, out = run_script(verify_relay.main, relay.http_url, env=SECRETS)
-    assert code == 1
-    why = failed_layer(out)
-    assert ("why: stream token refused (close 1008 token_mismatch): STREAM_TOKEN_SECRET differs between this "
-            "check (STREAM_TOKEN_SECRET) and the relay, or the token expired") in why
+    code, report = run_json(verify_relay.main, relay.http_url, env=SECRETS)
+    assert code == 1 and failure(report) == ("synthetic_call", "stream_token_refused")
+    assert "close 1008 token_mismatch" in layer(report, "synthetic_call")["diagnosis"]
 
 
-def test_a_draining_relay(run_script: Run, relay: RunningRelay) -> None:
+def test_a_draining_relay(run_json: RunJson, relay: RunningRelay) -> None:
     relay.app.begin_drain()
-    code, out = run_script(verify_relay.main, relay.http_url, env=SECRETS)
-    assert code == 1
-    assert "✗ GET /healthz draining · version" in out
-    assert "why: the relay is draining" in failed_layer(out)
+    code, report = run_json(verify_relay.main, relay.http_url, env=SECRETS)
+    assert code == 1 and failure(report) == ("healthz", "relay_draining")
+    assert layer(report, "healthz")["detail"].startswith("draining · version")
+
+
+# -- the close handshake ----------------------------------------------------------------------------
+
+
+def _upgrade_then(conn: socket.socket, after_close: Callable[[socket.socket], None]) -> None:
+    """Answer one signed upgrade with 101 (correct Sec-WebSocket-Accept), read up to the client's close frame.
+
+    An unsigned one gets 403, as from the relay.
+    """
+    with conn:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        if b"x-twilio-signature:" not in request.lower():
+            conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return
+        key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept_key(key.decode()).encode() + b"\r\n\r\n")
+        conn.recv(4096)  # the client's (masked) close frame
+        after_close(conn)
+        while conn.recv(4096):  # hold the TCP connection open until the client lets go
+            pass
+
+
+@pytest.fixture
+def websocket_front(relay: RunningRelay) -> Iterator[Callable[[Callable[[socket.socket], None]], int]]:
+    """Factory: a port where upgrades are answered by hand and everything else by the relay.
+
+    Plain requests (the 426, /healthz, the diagnostic) are proxied to ``relay``; each upgrade
+    gets a 101 and then ``after_close(conn)`` once the client's close frame has arrived.
+    """
+    listeners: list[socket.socket] = []
+    workers: list[gevent.Greenlet] = []
+
+    def start(after_close: Callable[[socket.socket], None]) -> int:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listeners.append(listener)
+
+        def serve() -> None:
+            while True:
+                conn, _ = listener.accept()
+                head = conn.recv(65536, socket.MSG_PEEK)
+                if b"upgrade: websocket" in head.lower():
+                    workers.append(gevent.spawn(_upgrade_then, conn, after_close))
+                else:
+                    workers.append(gevent.spawn(_proxy, conn, relay.port))
+
+        workers.append(gevent.spawn(serve))
+        return int(listener.getsockname()[1])
+
+    yield start
+    gevent.killall(workers)
+    for listener in listeners:
+        listener.close()
+
+
+def _proxy(client: socket.socket, port: int) -> None:
+    with client, socket.create_connection(("127.0.0.1", port)) as backend:
+        request = client.recv(65536)
+        backend.sendall(request)
+        while data := backend.recv(65536):
+            client.sendall(data)
+
+
+def test_a_close_frame_answered_on_a_connection_left_open_is_seen_at_once(
+        run_json: RunJson, websocket_front: Callable[..., int]) -> None:
+    """The answering close frame is read as a frame; the server need not drop TCP for it to count.
+
+    Before, the check read data messages only: a close frame on a connection kept open was never
+    seen (it waited out its timeout, then let go without knowing whether the close was answered).
+    """
+    port = websocket_front(lambda conn: conn.sendall(bytes([0x88, 0x0C]) + (1000).to_bytes(2, "big") + b"bye, Twilio"))
+    code, report = run_json(verify_relay.main, f"http://127.0.0.1:{port}", env={"TWILIO_AUTH_TOKEN": AUTH_TOKEN})
+    handshake = layer(report, "handshake")
+    assert handshake["status"] == "passed", handshake
+    assert "close answered (1000)" in handshake["detail"]
+
+
+def test_a_close_frame_never_answered_is_a_finding(run_json: RunJson, websocket_front: Callable[..., int]) -> None:
+    port = websocket_front(lambda conn: None)
+    code, report = run_json(verify_relay.main, f"http://127.0.0.1:{port}", env={"TWILIO_AUTH_TOKEN": AUTH_TOKEN})
+    assert code == 1 and failure(report) == ("handshake", "close_unanswered")
 
 
 # -- TLS --------------------------------------------------------------------------------------------
 
 
-def test_a_self_signed_certificate(run_script: Run, relay: RunningRelay, tls_front: Callable[[int], int]) -> None:
+def test_a_self_signed_certificate(run_json: RunJson, relay: RunningRelay, tls_front: Callable[[int], int]) -> None:
     port = tls_front(relay.port)
-    code, out = run_script(verify_relay.main, f"https://localhost:{port}")
-    assert code == 1
-    why = failed_layer(out)
-    assert "FAILED at TLS" in why
-    assert ("why: Twilio would fail this stream with 31910 (Stream - WebSocket - SSL Protocol Error): the "
-            "certificate is self-signed") in why
-    assert "public CA" in why
+    code, report = run_json(verify_relay.main, f"https://localhost:{port}")
+    assert code == 1 and failure(report) == ("tls", "tls_self_signed")
+    assert "31910" in layer(report, "tls")["diagnosis"]
 
 
 def test_tls_trusted_then_a_host_the_certificate_does_not_name(
-        run_script: Run, relay: RunningRelay, certificate: Certificate, tls_front: Callable[[int], int]) -> None:
+        run_json: RunJson, relay: RunningRelay, certificate: Certificate, tls_front: Callable[[int], int]) -> None:
     port = tls_front(relay.port)
     trust = ("--ca-file", str(certificate.cert))
     env = {**SECRETS, "RELAY_PUBLIC_URL": relay.ws_url}
     del env["STREAM_TOKEN_SECRET"]
-    code, out = run_script(verify_relay.main, f"wss://localhost:{port}", *trust, env=env)
+    code, report = run_json(verify_relay.main, f"wss://localhost:{port}", *trust, env=env)
     # TLS, the 426, the signed handshake and the diagnostic pass through the TLS front; the call is skipped.
-    assert code == 3, out
-    assert "✓ TLS certificate valid for localhost, issued by localhost" in out
-    assert "expires in 30 days" in out and "trusted through --ca-file" in out
-    assert f"✓ WebSocket handshake 101, Sec-WebSocket-Accept correct, signed for {relay.ws_url}/twilio/realtime" in out
-    assert "✓ OpenAI diagnostic session accepted" in out
-    assert "– synthetic call set STREAM_TOKEN_SECRET" in out
+    assert code == 3, report
+    tls = layer(report, "tls")["detail"]
+    assert tls.startswith("certificate valid for localhost, issued by localhost")
+    assert "expires in 30 days" in tls and "trusted through --ca-file" in tls
+    assert layer(report, "handshake")["detail"].startswith(
+        f"101, Sec-WebSocket-Accept correct, close answered (1000), signed for {relay.ws_url}/twilio/realtime")
+    assert layer(report, "diagnostic")["detail"].startswith("session accepted")
+    assert layer(report, "synthetic_call")["status"] == "skipped"
 
-    code, out = run_script(verify_relay.main, f"https://127.0.0.1:{port}", *trust)
-    assert code == 1
-    assert "the certificate is not valid for 127.0.0.1" in failed_layer(out)
-
+    code, report = run_json(verify_relay.main, f"https://127.0.0.1:{port}", *trust)
+    assert code == 1 and failure(report) == ("tls", "tls_wrong_host")
+    assert "127.0.0.1" in layer(report, "tls")["diagnosis"]
 
 
 def test_a_relay_serving_tls_itself_takes_a_whole_call(
@@ -305,6 +372,7 @@ def test_a_relay_serving_tls_itself_takes_a_whole_call(
     assert "✓ synthetic call" in out
     assert wait_until(lambda: apps[0].counter.total() == 0, 3), "a call slot was never released"
 
+
 # -- all well ----------------------------------------------------------------------------------------
 
 
@@ -314,6 +382,7 @@ def test_a_healthy_relay_passes_every_layer(run_script: Run, relay: RunningRelay
     assert out.count("✓") == 8 and "✗" not in out
     assert "✓ synthetic call assistant audio " in out
     assert "(token minted with STREAM_TOKEN_SECRET)" in out
+    assert "✓ WebSocket handshake 101, Sec-WebSocket-Accept correct, close answered (1000)" in out
     assert out.rstrip().endswith("PASSED: all 8 layers (exit 0)")
     for secret in SECRETS.values():
         assert secret not in out
@@ -323,8 +392,9 @@ def test_a_healthy_relay_passes_every_layer(run_script: Run, relay: RunningRelay
     assert code == 0 and report["ok"] is True and report["exit_code"] == 0
     assert [item["name"] for item in report["layers"]] == LAYERS
     for item in report["layers"]:
-        assert set(item) >= {"name", "ok", "skipped", "detail", "diagnosis", "fix"}
+        assert set(item) >= {"name", "ok", "skipped", "detail", "code", "diagnosis", "fix"}
         assert item["ok"] is True and item["skipped"] is False and item["diagnosis"] is None
+        assert item["code"] is None
 
 
 def test_without_a_greeting_the_assistant_answers_the_spoken_utterance(

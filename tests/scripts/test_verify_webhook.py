@@ -1,5 +1,6 @@
 """scripts/verify_webhook.py against the real webhook app and against small misbehaving ones,
-all on loopback: signed as Twilio signs, judged on the diagnosis and the exit code."""
+all on loopback: signed as Twilio signs, judged on the diagnosis code and the exit code (the
+sentences are checked once each by test_diagnoses.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 
 from scripts import verify_webhook
 from tests.conftest import AUTH_TOKEN, free_port
-from tests.scripts.conftest import SECRETS, Serve, WSGIApp
+from tests.scripts.conftest import SECRETS, Report, Serve, WSGIApp, failure, layer
 
 Run = Callable[..., tuple[int, str]]
+RunJson = Callable[..., tuple[int, Report]]
 StartWebhook = Callable[..., str]
 
 RELAY = "wss://relay.example.com"
@@ -56,61 +58,62 @@ def test_a_healthy_webhook_passes_every_layer(run_script: Run, start_webhook: St
     assert all(item["ok"] and not item["skipped"] for item in report["layers"])
 
 
-def test_a_webhook_that_accepts_unsigned_requests(run_script: Run, serve: Serve) -> None:
+def test_a_webhook_that_accepts_unsigned_requests(run_script: Run, run_json: RunJson, serve: Serve) -> None:
     port = serve(twiml_app(check_signature=False))
+    code, report = run_json(verify_webhook.main, f"http://127.0.0.1:{port}", "--relay", RELAY, env=SECRETS)
+    assert code == 1 and failure(report) == ("unsigned_post", "webhook_accepts_unsigned")
+    assert layer(report, "unsigned_post")["detail"] == "HTTP 200 text/xml to a POST without X-Twilio-Signature"
+    assert layer(report, "signed_post")["status"] == "not_run"
+    # as people read it
     code, out = run_script(verify_webhook.main, f"http://127.0.0.1:{port}", "--relay", RELAY, env=SECRETS)
-    assert code == 1
     assert "✗ unsigned POST → 403 HTTP 200 text/xml to a POST without X-Twilio-Signature" in out
-    assert ("why: the webhook accepts unsigned requests — anyone can start calls on your OpenAI bill"
-            in out)
+    assert "why: the webhook accepts unsigned requests" in out
     assert "– signed POST → 200 TwiML not run: unsigned POST → 403 failed" in out
 
 
-def test_nothing_listening(run_script: Run) -> None:
+def test_nothing_listening(run_json: RunJson) -> None:
     port = free_port()
-    code, out = run_script(verify_webhook.main, f"http://127.0.0.1:{port}", env=SECRETS)
-    assert code == 1
-    assert f"why: nothing is listening on 127.0.0.1:{port} — the webhook is not running" in out
+    code, report = run_json(verify_webhook.main, f"http://127.0.0.1:{port}", env=SECRETS)
+    assert code == 1 and failure(report) == ("unsigned_post", "webhook_refused")
+    assert f"127.0.0.1:{port}" in layer(report, "unsigned_post")["diagnosis"]
 
 
-def test_a_webhook_checking_another_public_url(run_script: Run, start_webhook: StartWebhook) -> None:
+def test_a_webhook_checking_another_public_url(run_script: Run, run_json: RunJson,
+                                               start_webhook: StartWebhook) -> None:
     webhook = start_webhook(RELAY, public_url="https://webhook.example.com")
-    code, out = run_script(verify_webhook.main, webhook, env=SECRETS)
-    assert code == 1
-    assert ("why: signature check failed: WEBHOOK_PUBLIC_URL differs from the URL Twilio calls, or the auth "
-            "token is wrong — the webhook checks signatures for https://webhook.example.com/twilio/voice, this "
-            f"check signed for {webhook}/twilio/voice") in out
+    code, report = run_json(verify_webhook.main, webhook, env=SECRETS)
+    assert code == 1 and failure(report) == ("signed_post", "webhook_signature_url_mismatch")
+    why = layer(report, "signed_post")["diagnosis"]
+    assert "https://webhook.example.com/twilio/voice" in why and f"{webhook}/twilio/voice" in why
     # Told the public URL, the same webhook passes (relay not given: skipped, exit 3).
     code, out = run_script(verify_webhook.main, webhook, "--public-url", "https://webhook.example.com", env=SECRETS)
     assert code == 3 and "– points at the relay pass --relay" in out
 
 
-def test_the_wrong_relay_and_a_different_stream_secret(run_script: Run, start_webhook: StartWebhook) -> None:
+def test_the_wrong_relay_and_a_different_stream_secret(run_json: RunJson, start_webhook: StartWebhook) -> None:
     webhook = start_webhook(RELAY)
-    code, out = run_script(verify_webhook.main, webhook, "--relay", "wss://other.example.com", env=SECRETS)
-    assert code == 1
-    assert ("✗ points at the relay <Stream url> is wss://relay.example.com/twilio/realtime, expected "
-            "wss://other.example.com/twilio/realtime") in out
+    code, report = run_json(verify_webhook.main, webhook, "--relay", "wss://other.example.com", env=SECRETS)
+    assert code == 1 and failure(report) == ("relay", "stream_to_another_relay")
+    assert layer(report, "relay")["detail"] == ("<Stream url> is wss://relay.example.com/twilio/realtime, expected "
+                                                "wss://other.example.com/twilio/realtime")
 
     env = {**SECRETS, "STREAM_TOKEN_SECRET": "the-relays-other-secret-0123456789abcdef"}
-    code, out = run_script(verify_webhook.main, webhook, "--relay", RELAY, env=env)
-    assert code == 1
-    assert "✗ stream token the token does not verify: mismatch" in out
-    assert "STREAM_TOKEN_SECRET differs between the webhook and the relay" in out
+    code, report = run_json(verify_webhook.main, webhook, "--relay", RELAY, env=env)
+    assert code == 1 and failure(report) == ("stream_token", "stream_token_mismatch")
+    assert layer(report, "stream_token")["detail"] == "the token does not verify: mismatch"
 
 
-@pytest.mark.parametrize("app,failing,why", [
-    (twiml_app(url="ws://relay.example.com/twilio/realtime"), "<Stream> URL", "31922 URL Schema Not Supported"),
-    (twiml_app(url=RELAY + "/twilio/realtime?token=abc"), "<Stream> URL", "Twilio drops it"),
-    (twiml_app(url=RELAY + "/media"), "<Stream> URL", "the relay streams at /twilio/realtime"),
-    (twiml_app(after=""), "fallback after </Connect>", "the caller hears silence and the call drops"),
+@pytest.mark.parametrize("app,failing", [
+    (twiml_app(url="ws://relay.example.com/twilio/realtime"), ("stream_url", "stream_url_not_wss")),
+    (twiml_app(url=RELAY + "/twilio/realtime?token=abc"), ("stream_url", "stream_url_has_query")),
+    (twiml_app(url=RELAY + "/media"), ("stream_url", "stream_url_wrong_path")),
+    (twiml_app(after=""), ("fallback", "fallback_missing")),
 ])
-def test_twiml_problems(run_script: Run, serve: Serve, app: WSGIApp, failing: str, why: str) -> None:
+def test_twiml_problems(run_json: RunJson, serve: Serve, app: WSGIApp, failing: tuple[str, str]) -> None:
     port = serve(app)
     env = {"TWILIO_AUTH_TOKEN": AUTH_TOKEN}  # no STREAM_TOKEN_SECRET: the fixed token is only checked for shape
-    code, out = run_script(verify_webhook.main, f"http://127.0.0.1:{port}", env=env)
-    assert code == 1
-    assert f"FAILED at {failing}" in out and why in out
+    code, report = run_json(verify_webhook.main, f"http://127.0.0.1:{port}", env=env)
+    assert code == 1 and failure(report) == failing
 
 
 def test_without_credentials_only_the_unsigned_check_runs(run_script: Run, start_webhook: StartWebhook) -> None:

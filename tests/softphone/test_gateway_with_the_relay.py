@@ -8,8 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from scripts import audio
+from scripts.fakes.openai import StandinModel
 from scripts.softphone.gateway import Gateway
-from scripts.standin_model import StandinModel
 from tests.conftest import RunningRelay
 from tests.helpers import wait_until
 from tests.softphone.conftest import ScriptedPage

@@ -31,7 +31,7 @@ def new_call_sid() -> str:
 
 
 def voice_form(call_sid: str, **extra: str) -> dict[str, str]:
-    """The incoming-call form Twilio posts (protocols.md 1.5)."""
+    """The incoming-call form Twilio posts (docs/twilio-media-streams.md#the-incoming-call-webhook)."""
     form = {
         "AccountSid": "AC" + "0" * 32, "ApiVersion": "2010-04-01", "CallSid": call_sid,
         "CallStatus": "ringing", "Called": CALLED, "Caller": CALLER, "Direction": "inbound",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.call import target_from_webhook
+from scripts.fakes.twilio_webhook import target_from_webhook
 from scripts.local_stack import stack_environment
 from tests.conftest import launch_webhook_gunicorn, stop_process
 

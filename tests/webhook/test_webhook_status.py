@@ -16,7 +16,7 @@ PostSigned = Callable[..., Any]
 
 
 def status_form(call_sid: str, event: str, **extra: str) -> dict[str, str]:
-    """The stream status callback form (protocols.md 1.6)."""
+    """The stream status callback form (docs/twilio-media-streams.md#stream-status-callback)."""
     form = {
         "AccountSid": "AC" + "0" * 32, "CallSid": call_sid, "StreamSid": "MZ" + "1" * 32,
         "StreamName": "MZ" + "1" * 32, "StreamEvent": event, "Timestamp": "2026-11-25T13:45:00.000Z",

@@ -7,8 +7,9 @@ the simulated caller from scripts/call.py, which follows the TwiML exactly as Tw
 
 from __future__ import annotations
 
-from scripts.call import SimulatedCaller, target_from_webhook
-from scripts.standin_model import StandinModel
+from scripts.fakes.openai import StandinModel
+from scripts.fakes.twilio_caller import SimulatedCaller
+from scripts.fakes.twilio_webhook import target_from_webhook
 from tests.conftest import AUTH_TOKEN, RunningRelay
 from tests.webhook.conftest import StartWebhook
 

@@ -149,7 +149,7 @@ def test_the_query_string_is_part_of_the_signed_url(post_signed: PostSigned) -> 
 
 
 def test_a_signature_over_the_url_with_explicit_port_is_accepted(post_signed: PostSigned) -> None:
-    # Twilio is inconsistent about :443; RequestValidator tries both (protocols.md 1.4).
+    # Twilio is inconsistent about :443; RequestValidator tries both (docs/twilio-media-streams.md#signatures).
     response = post_signed("/twilio/voice", voice_form(new_call_sid()),
                            signed_url="https://webhook.example.com:443/twilio/voice")
 

@@ -2,16 +2,21 @@
 
 Each call does what Twilio does on a live call (a signed upgrade, ``connected``, ``start``
 with a valid stream token, 50 ``media`` frames a second, every ``mark`` echoed once the
-audio before it has "played"), but the work is arranged for throughput: one ticker
-greenlet sends every call's frame for the tick (and its due mark echoes) in one write per
-call, frames are built from a precomputed template, and one reader greenlet per call
-parses what comes back. Caller frames carry tags (scripts/bench_stats.py); received model
-frames' tags give the model->caller latency.
+audio before it has "played"), its messages built by scripts/fakes/twilio_messages.py like
+every other caller's, but the work is arranged for throughput: one ticker greenlet sends
+every call's frame for the tick (and its due mark echoes) in one write per call, and the
+event loop hands each call's replies to a callback. Caller frames carry tags
+(scripts/bench/stats.py); received model frames' tags give the model->caller latency.
+
+The one place in scripts/ that reuses the relay's own WebSocket code (relay.transport), for
+speed: at hundreds of calls a general-purpose client would cost this core more than the
+relay costs its own, and the bench would measure itself. It only carries frames here; the
+stand-ins that tests judge the relay by never use it (tests/test_layering.py).
 
 It also measures itself: its own CPU and how late its 20 ms ticks fire. When either is
 high, the numbers describe the load generator, not the relay, and the bench says so.
 
-Run by scripts/bench_relay.py as ``python -m scripts.bench_load`` with a JSON config on
+Run by scripts/bench/runner.py as ``python -m scripts.bench.load`` with a JSON config on
 stdin; prints one JSON result on stdout.
 """
 
@@ -23,17 +28,12 @@ monkey.patch_all()
 
 import gc  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import resource  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections import deque  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gevent  # noqa: E402
 import msgspec  # noqa: E402
@@ -43,7 +43,8 @@ from twilio.request_validator import RequestValidator  # noqa: E402
 
 from relay import stream_token  # noqa: E402
 from relay.transport import ConnectionClosed, WebSocketConnection, client_connection  # noqa: E402
-from scripts import bench_stats  # noqa: E402
+from scripts.bench import stats as bench_stats  # noqa: E402
+from scripts.fakes.twilio_messages import InboundStream, new_sid  # noqa: E402
 
 
 class _Payload(msgspec.Struct):
@@ -81,8 +82,8 @@ class LoadCall:
         self.config = config
         self.signature = signature
         # Fresh SIDs every run: the relay refuses a second stream for a CallSid (replay).
-        self.call_sid = "CA" + os.urandom(16).hex()
-        self.stream_sid = "MZ" + os.urandom(16).hex()
+        self.stream = InboundStream(new_sid("CA"))
+        self.call_sid = self.stream.call_sid
         self.conn: WebSocketConnection | None = None
         self.seq = 0
         self.sent_ns: list[int] = []
@@ -93,11 +94,10 @@ class LoadCall:
         self.first_audio_ms: float | None = None
         self.failed: str | None = None
         self.ended = Event()
-        sid = self.stream_sid
-        self.prefix = '{"event":"media","streamSid":"' + sid + '","media":{"track":"inbound","payload":"'
-        self.mark_prefix = '{"event":"mark","streamSid":"' + sid + '","mark":{"name":"'
+        sid = self.stream.stream_sid
         # What the relay sends (relay/twilio_protocol.Outbound), for the hot path.
         self.media_prefix = '{"event":"media","streamSid":"' + sid + '","media":{"payload":"'
+        self.mark_prefix = '{"event":"mark","streamSid":"' + sid + '","mark":{"name":"'
 
     def connect(self) -> None:
         """Signed upgrade (websocket-client does the handshake), then connected + start."""
@@ -110,14 +110,9 @@ class LoadCall:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn = client_connection(sock, max_message_bytes=1 << 20)
         token = stream_token.mint(self.config["stream_secret"], self.call_sid, time.time(), 300)
-        start = {"event": "start", "sequenceNumber": "1", "streamSid": self.stream_sid,
-                 "start": {"accountSid": "AC" + "0" * 32, "streamSid": self.stream_sid,
-                           "callSid": self.call_sid, "tracks": ["inbound"],
-                           "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                           "customParameters": {stream_token.PARAMETER_NAME: token}}}
         self.started_at = time.monotonic()
         self.conn.start_reading(self.on_messages, self.on_end)
-        self.conn.send_texts(['{"event":"connected","protocol":"Call","version":"1.0.0"}', json.dumps(start)])
+        self.conn.send_texts([self.stream.connected(), self.stream.start({stream_token.PARAMETER_NAME: token})])
 
     def on_messages(self, messages: list[str | bytes]) -> None:
         """Model audio (latency from its tag) and marks (echoed at play-out), in the hub."""
@@ -168,12 +163,13 @@ class LoadCall:
             return
         texts = []
         if sending:
-            texts.append(self.prefix + bench_stats.tagged_frame(self.number, self.seq, now_ns) + '"}}')
+            texts.append(self.stream.media_b64(bench_stats.tagged_frame(self.number, self.seq, now_ns),
+                                               bench_stats.FRAME_BYTES))
             self.sent_ns.append(now_ns)
             self.seq += 1
         marks = self.marks
         while marks and marks[0][0] <= now:
-            texts.append(self.mark_prefix + marks.popleft()[1] + '"}}')
+            texts.append(self.stream.mark(marks.popleft()[1]))
         if texts:
             try:
                 conn.send_texts(texts)
@@ -186,8 +182,7 @@ class LoadCall:
         if conn is None:
             return
         if not conn.close_sent and not conn.broken and not self.ended.is_set():
-            conn.send_text(json.dumps({"event": "stop", "streamSid": self.stream_sid,
-                                       "stop": {"callSid": self.call_sid}}))
+            conn.send_text(self.stream.stop())
         conn.close(1000)
 
 
