@@ -21,10 +21,10 @@ from pathlib import Path  # noqa: E402
 import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
 
-from scripts.verify.settings import DEFAULT_ENV_FILE, read_env_file  # noqa: E402
 from scripts.softphone.gateway import Gateway  # noqa: E402
 from scripts.softphone.incoming_call import Webhook  # noqa: E402
 from scripts.softphone.phone_call import Line  # noqa: E402
+from scripts.verify.settings import DEFAULT_ENV_FILE, read_env_file  # noqa: E402
 
 DEFAULT_PORT = 8070
 

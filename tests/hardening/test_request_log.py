@@ -37,10 +37,15 @@ from tests.helpers import get
 
 
 def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """The relay's request lines (one per answered request), as logged."""
-    return [record.getMessage() for record in caplog.records
-            if record.getMessage().startswith(("http.request ", "call.refused ", "diagnostic.refused ",
-                                               "call.upgrade_failed "))]
+    """The relay's request lines (one per answered request), as logged since this test's relay started.
+
+    (An earlier test's relay may still be closing its connections when this one starts: its lines
+    come before this relay's ``relay.configured``.)
+    """
+    messages = [record.getMessage() for record in caplog.records]
+    starts = [i for i, message in enumerate(messages) if message.startswith("relay.configured ")]
+    return [message for message in messages[starts[-1] if starts else 0:]
+            if message.startswith(("http.request ", "call.refused ", "diagnostic.refused ", "call.upgrade_failed "))]
 
 
 REQUESTS: dict[str, tuple[str, str]] = {
