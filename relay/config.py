@@ -22,6 +22,8 @@ from relay.assistant import Assistant, AssistantBook, http_url_problem, is_voice
 from relay.assistant import is_loopback as is_loopback
 from relay.assistant_file import load_file
 from relay.errors import ConfigError
+from relay.model_server import describe as describe_model_server
+from relay.model_server import kind as model_server_kind
 
 DEFAULT_INSTRUCTIONS = (
     "You are Liveline, a friendly phone assistant. You are speaking with a caller on a "
@@ -238,6 +240,16 @@ class RelayConfig:
     def openai_connect_url(self) -> str:
         """The Realtime URL with the model query parameter (GA interface)."""
         return f"{self.openai_realtime_url}?model={self.openai_realtime_model}"
+
+    @property
+    def openai_upstream(self) -> str:
+        """Who OPENAI_REALTIME_URL reaches: "openai", "local" (this machine: a stand-in) or "other"."""
+        return model_server_kind(self.openai_realtime_url)
+
+    @property
+    def openai_upstream_note(self) -> str:
+        """The same, as one plain sentence for the start-up line and the diagnostic."""
+        return describe_model_server(self.openai_realtime_url, self.openai_realtime_model)
 
     @property
     def assistants(self) -> AssistantBook:

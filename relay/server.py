@@ -10,7 +10,8 @@ routing has a silent trap here: an upgrade reaches only a rule declared with
   document (version, calls, limit) with ``Authorization: Bearer <DIAGNOSTIC_TOKEN>``.
 - ``GET /livez``: ``200 ok`` whenever the worker can answer at all (saturated or draining too).
 - ``GET /diagnostic/openai``: bearer-protected upstream check (relay.diagnostic), counted as
-  a call, one at a time per instance.
+  a call, one at a time per instance; ``upstream`` says whether OPENAI_REALTIME_URL is OpenAI
+  or, ``local``, a model server on this machine such as the stand-in (relay.model_server).
 
 Every connection is read by relay.edge.RelayHandler (request heads within
 relay.request_limits, the upgrade, one log line per request); it asks ``RelayApp.admit``
@@ -33,7 +34,7 @@ from typing import Any
 
 from twilio.request_validator import RequestValidator
 
-from relay import __version__, call_settings, diagnostic, metrics
+from relay import __version__, call_settings, diagnostic, metrics, model_server
 from relay.call_settings import BridgeSettings
 from relay.capacity import CallCounter, LocalCallCounter
 from relay.config import RelayConfig
@@ -312,6 +313,8 @@ class RelayApp:
         finally:
             self.counter.release()
         result["model"] = self.config.openai_realtime_model
+        result["upstream"] = self.config.openai_upstream  # "local": not OpenAI (relay/model_server.py)
+        result["upstream_note"] = self.config.openai_upstream_note
         log.info("diagnostic.openai ok=%s stage=%s http_status=%s error_code=%s elapsed_ms=%s",
                  result["ok"], result["stage"], result["http_status"], result["error_code"],
                  result["elapsed_ms"])
@@ -323,4 +326,7 @@ def create_app(config: RelayConfig, **kwargs: Any) -> RelayApp:
     app = RelayApp(config, **kwargs)
     log.info("relay.configured %s", " ".join(f"{k}={v!r}" for k, v in config.redacted().items()
                                               if k not in ("assistant_instructions",)))
+    if config.openai_upstream != model_server.OPENAI:  # said plainly: someone may think they set a key
+        log.warning("relay.openai_upstream upstream=%r url=%r note=%r", config.openai_upstream,
+                    config.openai_realtime_url, config.openai_upstream_note)
     return app

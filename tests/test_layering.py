@@ -26,7 +26,7 @@ RELAY_PURE = {"relay.config", "relay.errors", "relay.stream_token", "relay.repla
               "relay.peer_guard", "relay.call_record", "relay.bridge_state", "relay.bridge_twilio",
               "relay.bridge_openai",
               "relay.assistant", "relay.assistant_file", "relay.signing",
-              "relay.handshake", "relay.log_limit", "relay.request_limits", "relay.redact"}
+              "relay.handshake", "relay.log_limit", "relay.request_limits", "relay.redact", "relay.model_server"}
 SCRIPT_MAY_USE = RELAY_PURE | {"relay"}
 FAKES_MAY_USE = {"relay.stream_token"}
 BENCH_MAY_USE = SCRIPT_MAY_USE | {"relay.transport"}

@@ -4,7 +4,9 @@ Owns, for ``verify_relay.py``, ``verify_webhook.py`` and ``verify_deploy.py``:
 
 - ``Outcome``: what one layer function returns, ``(ok, detail)`` first, then for a
   failure its diagnosis code (scripts/verify/diagnoses.py) with the plain why and fix
-  filled in (house style: one function per layer);
+  filled in (house style: one function per layer); a layer that passed but found something
+  a person must know (the relay talks to a local stand-in, not OpenAI) carries a code too,
+  printed as a note under its line;
 - ``run_layers``: runs layers in order and stops at the first failure (later layers
   depend on it); a layer skipped for a missing credential does not stop the others;
 - ``Report``: the ✓/✗/– checklist for people, the same structure as JSON for machines
@@ -67,6 +69,12 @@ def failed(detail: str, code: str, **params: Any) -> Outcome:
     """The layer failed: what was seen, and the diagnosis ``code`` with the facts that fill it in."""
     why, fix = explain(code, **params)
     return Outcome(False, detail, why, fix, code=code)
+
+
+def noted(detail: str, code: str, **params: Any) -> Outcome:
+    """The layer passed, with something to know: the diagnosis ``code``'s why and fix, printed as a note."""
+    why, fix = explain(code, **params)
+    return Outcome(True, detail, why, fix, code=code)
 
 
 def skipped(detail: str) -> Outcome:
@@ -184,6 +192,9 @@ class Report:
         for layer in self.layers:
             mark = ok_mark if layer.ok else fail_mark if layer.status == FAILED else skip_mark
             lines.append(f"  {mark} {layer.title.ljust(width)}  {layer.detail}")
+            if layer.ok and layer.diagnosis:  # passed, with something to know
+                lines.append(f"      note: {layer.diagnosis}")
+                lines.append(f"      {layer.fix}")
         failure = self.failure
         if failure is not None:
             lines.append(f"FAILED at {failure.title} (exit {EXIT_FAILED})")

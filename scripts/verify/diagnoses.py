@@ -217,6 +217,12 @@ DIAGNOSES: dict[str, Diagnosis] = {
     "openai_session_rejected": Diagnosis(
         _NO_SESSION + "OpenAI opened the socket but rejected the session ({error_code}): {message}",
         "the relay's session.update does not suit this model: check OPENAI_REALTIME_MODEL and the relay's version"),
+    "openai_local_model": Diagnosis(  # a note on a passed layer: the relay works, but not with OpenAI
+        "the relay's OPENAI_REALTIME_URL is a model server on its own machine ({where}), not OpenAI: calls hear "
+        "that model (make run's stand-in when OPENAI_API_KEY is unset: a scripted imitation, not a language "
+        "model), not {model}",
+        "to talk to {model}, export OPENAI_API_KEY (platform.openai.com/api-keys) and restart make run; on a "
+        "server, unset OPENAI_REALTIME_URL"),
     "diagnostic_unexpected": Diagnosis("GET /diagnostic/openai did not answer the relay's verdict",
                                        "check that the relay is up to date and that the proxy forwards this path"),
     # -- the relay: a synthetic call -----------------------------------------------------------------------------

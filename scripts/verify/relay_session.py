@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from relay import model_server
 from scripts import audio
 from scripts.fakes.twilio_caller import SimulatedCaller
 from scripts.fakes.twilio_webhook import StreamTarget, target_from_relay, target_from_webhook
-from scripts.verify.checklist import Outcome, failed, passed, skipped
+from scripts.verify.checklist import Outcome, failed, noted, passed, skipped
 from scripts.verify.diagnoses import STREAM_PATH
 from scripts.verify.relay_checks import get, refused_upgrade, seen
 from scripts.verify.targets import DIAGNOSTIC_PATH, RelayTarget
@@ -78,14 +79,28 @@ def check_diagnostic(t: RelayTarget) -> Outcome:
     if answer.status == 404 and "disabled" in str(doc.get("error", "")):
         return skipped("the relay has no DIAGNOSTIC_TOKEN, so its diagnostic is disabled: set one on the relay")
     if answer.status == 200 and doc.get("ok"):
-        stages = " · ".join(f"{k} {v:g}" for k, v in (doc.get("stages_ms") or {}).items()
-                            if isinstance(v, (int, float)))
-        return passed(f"session accepted by {doc.get('model')} in {doc.get('elapsed_ms')} ms ({stages} ms)")
+        return _accepted(doc)
     if answer.status == 502 and "stage" in doc:
         stage, code, facts = explain_openai(doc)
         return failed(f"failed at {stage}: stage {doc['stage']}, HTTP {doc.get('http_status')}, "
                       f"{doc.get('error_code')}", code, **facts)
     return failed(seen(answer), "diagnostic_unexpected")
+
+
+def _accepted(doc: Mapping[str, Any]) -> Outcome:
+    """A session accepted: by OpenAI, or said plainly, by a model server on the relay's machine (a stand-in)."""
+    stages = " · ".join(f"{k} {v:g}" for k, v in (doc.get("stages_ms") or {}).items() if isinstance(v, (int, float)))
+    timing = f"in {doc.get('elapsed_ms')} ms ({stages} ms)"
+    url = str(doc.get("url") or "")
+    where = urlsplit(url).netloc or url
+    # The relay says who answered (relay/model_server.py); an older relay only its URL.
+    upstream = doc.get("upstream") or model_server.kind(url)
+    if upstream == model_server.LOCAL:
+        return noted(f"session accepted by a LOCAL model server at {where}, NOT OpenAI, {timing}",
+                     "openai_local_model", where=where, model=doc.get("model"))
+    if upstream == model_server.OTHER:
+        return passed(f"session accepted by {where} (not api.openai.com) for model {doc.get('model')} {timing}")
+    return passed(f"session accepted by {doc.get('model')} {timing}")
 
 
 # -- 8. synthetic call ----------------------------------------------------------------------------

@@ -221,6 +221,10 @@ def test_diagnostic_against_a_healthy_model(relay: RunningRelay, standin: Standi
     assert status == 200 and result["ok"] is True and result["stage"] == "session"
     assert set(result["stages_ms"]) >= {"dns", "tcp", "handshake", "session"}
     assert result["http_status"] == 101 and result["model"] == "gpt-realtime"
+    # The stand-in answers as OpenAI would: the relay says plainly that it is not OpenAI.
+    assert result["upstream"] == "local"
+    assert result["upstream_note"].startswith(f"NOT OpenAI: a model server on this machine (127.0.0.1:{standin.port})")
+    assert "stand-in" in result["upstream_note"]
     assert API_KEY.encode() not in body
     (session,) = standin.sessions
     assert session.types() == ["session.update"]

@@ -30,6 +30,7 @@ SAMPLE_FACTS: dict[str, Any] = {
     "source": "from RELAY_PUBLIC_URL", "answer": "HTTP 503 Service Unavailable (relay is draining)",
     "model": "gpt-realtime", "error_code": "invalid_value", "webhook": "https://hooks.example.com",
     "close": "close 1008 token_mismatch", "url": "https://hooks.example.com/twilio/voice", "parameter": "streamToken",
+    "where": "127.0.0.1:8765",
 }
 
 
@@ -68,7 +69,8 @@ def test_every_diagnosis_is_used_by_a_check() -> None:
 def test_every_code_a_check_reports_is_in_the_table() -> None:
     for path in (ROOT / "scripts" / "verify").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "failed" and len(node.args) >= 2:
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("failed", "noted") \
+                    and len(node.args) >= 2:
                 code = node.args[1]
                 if isinstance(code, ast.Constant):
                     assert code.value in DIAGNOSES, f"{path.name}:{node.lineno} reports unknown code {code.value!r}"

@@ -393,8 +393,26 @@ def test_a_healthy_relay_passes_every_layer(run_script: Run, relay: RunningRelay
     assert [item["name"] for item in report["layers"]] == LAYERS
     for item in report["layers"]:
         assert set(item) >= {"name", "ok", "skipped", "detail", "code", "diagnosis", "fix"}
-        assert item["ok"] is True and item["skipped"] is False and item["diagnosis"] is None
-        assert item["code"] is None
+        assert item["ok"] is True and item["skipped"] is False and item["status"] == "passed"
+        if item["name"] != "diagnostic":
+            assert item["code"] is None and item["diagnosis"] is None
+
+
+def test_a_relay_on_the_stand_in_model_passes_and_says_it_is_not_openai(run_script: Run, run_json: RunJson,
+                                                                        relay: RunningRelay,
+                                                                        standin: StandinModel) -> None:
+    """The stand-in answers as OpenAI would: the check must not let anyone think they reached gpt-realtime."""
+    code, out = run_script(verify_relay.main, relay.http_url, env=SECRETS)
+    where = standin.url.split("/")[2]
+    assert code == 0, out
+    assert f"✓ OpenAI diagnostic session accepted by a LOCAL model server at {where}, NOT OpenAI, in " in out
+    assert "accepted by gpt-realtime" not in out
+    assert f"ms) note: the relay's OPENAI_REALTIME_URL is a model server on its own machine ({where})" in out
+    assert "to talk to gpt-realtime, export OPENAI_API_KEY" in out
+
+    code, report = run_json(verify_relay.main, relay.http_url, env=SECRETS)
+    diagnostic = layer(report, "diagnostic")
+    assert code == 0 and diagnostic["status"] == "passed" and diagnostic["code"] == "openai_local_model"
 
 
 def test_without_a_greeting_the_assistant_answers_the_spoken_utterance(
