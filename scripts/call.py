@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts import audio
+from scripts import audio, call_problems, wav_input
 from scripts.fakes.twilio_caller import CallResult, SimulatedCaller
 from scripts.fakes.twilio_webhook import StreamTarget, target_from_relay, target_from_webhook
 from scripts.verify.settings import DEFAULT_ENV_FILE, read_env_file
@@ -55,26 +56,46 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--webhook", help="webhook base URL: start the call there, as Twilio does")
     parser.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE,
                         help="read secrets and URLs from this file (written by make run)")
-    parser.add_argument("--wav", default=str(audio.CALLER_WAV), help="what the caller says")
+    parser.add_argument("--wav", default=str(audio.CALLER_WAV),
+                        help="what the caller says: a WAV file, any sample rate, mono or stereo")
     parser.add_argument("--out", default="call.wav", help="save what the caller heard here")
     parser.add_argument("--hold", type=float, default=14.0, help="seconds to stay on the line")
     parser.add_argument("--barge-in", action="store_true",
                         help="talk over the greeting instead of waiting for it")
     args = parser.parse_args(argv)
 
+    try:
+        spoken = wav_input.load(args.wav)
+    except wav_input.WavProblem as exc:
+        print(f"make call: {exc}", file=sys.stderr)
+        return 2
     env = {**(read_env_file(args.env_file) if args.env_file.exists() else {}), **os.environ}
+    if not (args.relay or args.webhook or env.get("WEBHOOK_URL") or env.get("RELAY_URL")):
+        print(call_problems.no_stack(args.env_file), file=sys.stderr)
+        return 1
+    if spoken.note:
+        print(f"caller's words: {spoken.note}")
     auth_token = env.get("TWILIO_AUTH_TOKEN")
+    local = not (args.relay or args.webhook)  # the addresses come from make run's env file
     if args.webhook or (not args.relay and env.get("WEBHOOK_URL")):
-        target = target_from_webhook(args.webhook or env["WEBHOOK_URL"], auth_token=auth_token or "",
-                                     public_url=env.get("WEBHOOK_PUBLIC_URL"))
+        webhook_url = args.webhook or env["WEBHOOK_URL"]
+        try:
+            target = target_from_webhook(webhook_url, auth_token=auth_token or "",
+                                         public_url=env.get("WEBHOOK_PUBLIC_URL"))
+        except (OSError, ValueError, KeyError, ET.ParseError) as exc:
+            print(call_problems.webhook_failed(webhook_url, exc, local=local), file=sys.stderr)
+            return 1
     else:
-        relay_url = args.relay or env.get("RELAY_URL") or "ws://127.0.0.1:8080"
+        relay_url = args.relay or env["RELAY_URL"]
         target = target_from_relay(relay_url, public_url=env.get("RELAY_PUBLIC_URL"),
                                    stream_secret=env.get("STREAM_TOKEN_SECRET"))
     caller = SimulatedCaller(target, auth_token=auth_token,
-                             caller_audio=audio.read_wav_ulaw(args.wav), hold_s=args.hold,
+                             caller_audio=spoken.ulaw, hold_s=args.hold,
                              barge_in_after_s=1.0 if args.barge_in else None)
     result = caller.run()
+    if not result.connected and result.handshake_status is None:
+        print(call_problems.stream_unreachable(target, result.errors, local=local), file=sys.stderr)
+        return 1
     print_report(result, target, Path(args.out) if args.out else None)
     if result.handshake_status != 101:
         print(f"FAILED: the relay refused the stream (HTTP {result.handshake_status}) "
@@ -87,4 +108,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\nmake call: hung up (Ctrl-C).", file=sys.stderr)
+        sys.exit(130)
