@@ -16,7 +16,7 @@ Beside the zip, ``relay-bundle.json`` (the manifest) records that hash, the arch
 wheelhouse is included; Terraform refuses a bundle whose manifest does not match (modules/relay).
 
 ``--no-wheelhouse`` and ``--wheel-dir`` build without the network (tests; or wheels fetched elsewhere).
-Imports only the standard library (and runs pip as a subprocess).
+Imports only the standard library (and runs pip as a subprocess: scripts/pip_run.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import json
 import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(ROOT))
 
-from scripts import reproducible_zip  # noqa: E402
+from scripts import pip_run, reproducible_zip  # noqa: E402
 
 REQUIREMENTS = "requirements/relay.txt"
 PYTHON_VERSION = "3.11"  # Amazon Linux 2023's python3.11 package (infra/modules/relay)
@@ -109,16 +108,16 @@ def check_wheelhouse(wheels: list[Path], pins: list[Requirement], arch: str) -> 
 
 def download_wheels(requirements: Path, arch: str, dest: Path) -> None:
     """``pip download`` every pinned requirement as a wheel for CPython 3.11 on ``arch``."""
-    command = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet",
-               "--only-binary=:all:", "--implementation", "cp", "--python-version", PYTHON_VERSION,
+    command = ["download", "--only-binary=:all:", "--implementation", "cp", "--python-version", PYTHON_VERSION,
                "--no-deps", "--dest", str(dest), "-r", str(requirements)]
     for tag in platforms(arch):
         command += ["--platform", tag]
     # --no-deps: the requirements file already pins every transitive dependency; resolving again for
     # another platform could only add unpinned ones.
-    result = subprocess.run(command, check=False)
-    if result.returncode != 0:
-        raise BundleError(f"pip download failed (exit {result.returncode}); see its output above")
+    try:
+        pip_run.run(command, what="could not download the relay's wheels", again="make relay-bundle")
+    except pip_run.PipFailed as exc:
+        raise BundleError(str(exc)) from None
 
 
 def bundle_files(root: Path, wheels: Iterable[Path]) -> dict[str, Path]:
@@ -197,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = build(root=args.root, output=args.output, arch=args.arch,
                          wheelhouse=not args.no_wheelhouse, wheel_dir=args.wheel_dir)
     except BundleError as exc:
-        print(f"build_relay_bundle: {exc}", file=sys.stderr)
+        print(f"make relay-bundle: {exc}", file=sys.stderr)
         return 1
     print(f"{args.output} sha256={manifest['sha256']} arch={manifest['architecture']} "
           f"files={manifest['files']} wheelhouse={'yes' if manifest['wheelhouse'] else 'NO'}")

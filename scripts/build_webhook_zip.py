@@ -20,8 +20,9 @@ file mode 0644 (Lambda runs the code as another user: it must be world-readable)
 ``__pycache__``, no console scripts (``bin/``). The printed ``base64 sha256`` is what
 Terraform's ``source_code_hash`` compares.
 
-Needs pip and network access to the package index. Standard library only otherwise;
-from the project it imports only scripts/reproducible_zip.py.
+Needs pip and network access to the package index (scripts/pip_run.py says plainly when there
+is none). Standard library only otherwise; from the project it imports only
+scripts/reproducible_zip.py and scripts/pip_run.py.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import argparse
 import base64
 import hashlib
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(ROOT))
 
-from scripts import reproducible_zip  # noqa: E402
+from scripts import pip_run, reproducible_zip  # noqa: E402
 
 REQUIREMENTS = ROOT / "requirements" / "webhook-lambda.txt"
 CODE_DIR = ROOT / "webhook_app"
@@ -68,16 +68,14 @@ def stage_code(target: Path, code_dir: Path = CODE_DIR) -> None:
 
 
 def pip_install(target: Path, requirements: Path = REQUIREMENTS, arch: str = "x86_64") -> None:
-    """Install the pinned runtime into ``target`` for the Lambda platform of ``arch``."""
+    """Install the pinned runtime into ``target`` for the Lambda platform of ``arch`` (PipFailed if pip fails)."""
     read_pins(requirements)  # fail early, with the line, on an unpinned requirement
-    command = [
-        sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--quiet",
-        "--no-deps", "--no-compile", "--target", str(target),
+    pip_run.run([
+        "install", "--no-deps", "--no-compile", "--target", str(target),
         "--platform", LAMBDA_PLATFORMS[arch], "--implementation", "cp",
         "--python-version", LAMBDA_PYTHON_VERSION, "--only-binary=:all:",
         "--requirement", str(requirements),
-    ]
-    subprocess.run(command, check=True)
+    ], what="could not build the webhook's zip", again="make webhook-zip")
 
 
 def zip_entries(source: Path) -> Iterator[tuple[str, Path]]:
@@ -124,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", choices=sorted(LAMBDA_PLATFORMS), default="x86_64",
                         help="the function's Lambda architecture")
     args = parser.parse_args(argv)
-    count = build(args.out, args.requirements, args.arch)
+    try:
+        count = build(args.out, args.requirements, args.arch)
+    except pip_run.PipFailed as exc:
+        print(f"make webhook-zip: {exc}", file=sys.stderr)
+        return 1
     hex_digest, b64_digest = digests(args.out)
     size = args.out.stat().st_size
     shown = args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out
