@@ -13,9 +13,11 @@ CHECKOV_VENV := .venv-checkov
 .PHONY: help run test call lint bench webhook-zip relay-bundle clean browser
 
 help:
-	@echo "make run          start the local stack (relay :8080, webhook :5050, stand-in model if no OPENAI_API_KEY)"
+	@echo "make run          start the local stack: relay :8080, webhook :5050, softphone :8070, stand-in model"
+	@echo "                  if no OPENAI_API_KEY; other ports: make run RUN_ARGS=\"--relay-port 8081\" (RUN_ARGS=--help)"
 	@echo "make test         run the whole test suite"
 	@echo "make call         place one simulated call against the running local stack"
+	@echo "                  (CALL_ARGS=\"--wav my.wav\": what the caller says; CALL_ARGS=--help for the rest)"
 	@echo "make lint         ruff and mypy"
 	@echo "make bench        load-test the relay (docs/performance.md)"
 	@echo "make webhook-zip  build the Lambda zip into build/"
@@ -65,15 +67,18 @@ browser:
 	fi
 
 # -- the two commands ---------------------------------------------------------------------
+# RUN_ARGS passes options on, e.g. other ports: make run RUN_ARGS="--relay-port 8081 --webhook-port 5051"
+# (make run RUN_ARGS=--help lists them; make call and the softphone follow, through .local/stack.env).
 run: $(VENV)/.runtime
-	$(PY) -m scripts.local_stack
+	$(PY) -m scripts.local_stack $(RUN_ARGS)
 
 test: $(VENV)/.dev $(CHECKOV_VENV)/.installed browser
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest
 
 # -- the rest -----------------------------------------------------------------------------
+# CALL_ARGS passes options on, e.g. make call CALL_ARGS="--wav my.wav --barge-in"
 call: $(VENV)/.runtime
-	$(PY) -m scripts.call
+	$(PY) -m scripts.call $(CALL_ARGS)
 
 # The operator's load test (docs/performance.md). BENCH_ARGS passes options through, e.g.
 #   make bench BENCH_ARGS="--steps 50,100,150 --json"   or   BENCH_ARGS="--relay-url wss://relay.example.com"

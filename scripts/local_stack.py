@@ -1,182 +1,352 @@
 """``make run``: the whole call path on this machine, no accounts needed.
 
-Starts, as separate processes, exactly what production runs:
+Starts, as separate processes on 127.0.0.1, exactly what production runs, and what it talks to
+(scripts/stack_env.py lists the parts, their ports and their environment):
 
-- the relay: ``gunicorn -c relay/gunicorn.conf.py relay.wsgi:app`` on 127.0.0.1:8080;
-- the webhook: ``gunicorn webhook_app.wsgi:app`` on 127.0.0.1:5050;
-- when OPENAI_API_KEY is unset, the stand-in Realtime model on 127.0.0.1:8765, with the
-  relay pointed at it (and a loud notice saying so).
+- the relay: ``gunicorn -c relay/gunicorn.conf.py relay.wsgi:app``, and the webhook under gunicorn;
+- the softphone page, to talk to the assistant from a browser;
+- when OPENAI_API_KEY is unset, the stand-in Realtime model (and a loud notice saying so);
+- the example assistant's tool, a receiver printing each call's report, and a stand-in for
+  Twilio's REST API (hang-ups and transfers).
 
-Secrets the local stack needs (a Twilio auth token to sign with, the stream token secret,
-the diagnostic token) are generated once and kept in ``.local/stack.env``, which
-``make call`` and the verify scripts read. Values already in the environment win.
-Ctrl-C stops everything.
+Before anything starts, it checks that no other ``make run`` uses the same ``.local/stack.env``
+and that every port is free, naming the program that holds a taken one. Each part's output is
+shown with its name in front (``relay     | ...``). Ctrl-C stops everything: the parts run in
+process groups of their own, so the terminal's Ctrl-C reaches this process alone, which stops
+them and says "Liveline stopped." (nothing else). Errors are one or two plain lines and a
+non-zero exit status.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import fcntl
 import os
-import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-from scripts.verify import settings
+from scripts import ports as port_check
+from scripts.stack_env import DEFAULT_PORTS, ENV_FILE, FLAGS, ROOT, Stack, stack_environment, write_env_file
+from scripts.verify.settings import read_env_file
 
-ROOT = Path(__file__).resolve().parent.parent
-ENV_FILE = settings.DEFAULT_ENV_FILE
-GENERATED = ("TWILIO_AUTH_TOKEN", "STREAM_TOKEN_SECRET", "DIAGNOSTIC_TOKEN")
-
-
-def stack_environment(base: dict[str, str], *, relay_port: int, webhook_port: int,
-                      standin_port: int, env_file: Path = ENV_FILE) -> tuple[dict[str, str], bool]:
-    """The environment for every process, and whether the stand-in model is needed."""
-    saved = settings.read_env_file(env_file) if env_file.exists() else {}
-    env = dict(base)
-    for name in GENERATED:
-        if not env.get(name):
-            env[name] = saved.get(name) or secrets.token_urlsafe(32)
-    use_standin = not env.get("OPENAI_API_KEY")
-    if use_standin:
-        env["OPENAI_API_KEY"] = "sk-local-standin"
-        env["OPENAI_REALTIME_URL"] = f"ws://127.0.0.1:{standin_port}/v1/realtime"
-    env.setdefault("RELAY_BIND", f"127.0.0.1:{relay_port}")
-    env.setdefault("RELAY_PUBLIC_URL", f"ws://127.0.0.1:{relay_port}")
-    env.setdefault("RELAY_WORKERS", "1")
-    env.setdefault("WEBHOOK_PUBLIC_URL", f"http://127.0.0.1:{webhook_port}")
-    env["PYTHONPATH"] = str(ROOT)
-    lines = [f"{name}={env[name]}" for name in GENERATED]
-    lines += [
-        f"RELAY_URL=http://127.0.0.1:{relay_port}",
-        f"RELAY_PUBLIC_URL={env['RELAY_PUBLIC_URL']}",
-        f"WEBHOOK_URL=http://127.0.0.1:{webhook_port}",
-        f"WEBHOOK_PUBLIC_URL={env['WEBHOOK_PUBLIC_URL']}",
-    ]
-    _write_private(env_file, "# written by make run (scripts/local_stack.py); local secrets only\n"
-                   + "\n".join(lines) + "\n")
-    return env, use_standin
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 5.0
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write secrets readable by this user only, from the first byte: a 0600 file in a 0700 folder."""
-    created = not path.parent.exists()
-    if created:
-        path.parent.mkdir(mode=0o700, parents=True)
-    if created or path.parent == ENV_FILE.parent:  # whatever the umask; an older run made .local/ 0755
-        path.parent.chmod(0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        os.fchmod(out.fileno(), 0o600)  # a file left from an older run may have been 0644
-        out.write(text)
+@dataclass
+class Part:
+    """One process of the stack."""
+
+    name: str
+    command: list[str]
+    ready_url: str | None  # answers (any HTTP status) once the part is up; None: its port accepts connections
+    port: int = 0
+    stop_signal: int = signal.SIGTERM
+    process: subprocess.Popen[bytes] | None = None
 
 
-def wait_http(url: str, timeout_s: float, process: subprocess.Popen[bytes]) -> bool:
-    """Poll ``url`` until it answers (any status) or the process dies."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
+def parts(stack: Stack, env_file: Path) -> list[Part]:
+    """What to start, dependencies first."""
+    python = sys.executable
+    gunicorn = [python, "-m", "gunicorn"]
+    found: list[Part] = []
+
+    def fake(name: str, module: str) -> None:
+        if name in stack.ports:  # ready once its port accepts: a request would only print a refusal there
+            port = stack.ports[name]
+            found.append(Part(name, [python, "-m", module, "--port", str(port)], None, port=port))
+
+    fake("stand-in", "scripts.fakes.openai")
+    fake("tool", "scripts.fakes.example_tool")
+    fake("reports", "scripts.fakes.report_receiver")
+    fake("twilio-api", "scripts.fakes.twilio_rest_api")
+    # gunicorn: SIGINT is its quick shutdown (SIGTERM would wait for live calls, up to an hour).
+    found.append(Part("relay", [*gunicorn, "-c", "relay/gunicorn.conf.py", "relay.wsgi:app"],
+                      stack.url("relay", "/healthz"), signal.SIGINT))
+    found.append(Part("webhook", [*gunicorn, "--no-control-socket", "-b", f"127.0.0.1:{stack.ports['webhook']}",
+                                  "webhook_app.wsgi:app"], stack.url("webhook", "/healthz"), signal.SIGINT))
+    if "softphone" in stack.ports:
+        found.append(Part("softphone", [python, "-m", "scripts.softphone", "--port", str(stack.ports["softphone"]),
+                                        "--webhook", stack.url("webhook"), "--env-file", str(env_file)],
+                          stack.url("softphone", "/healthz")))
+    return found
+
+
+# -- the checks before anything starts ---------------------------------------------------------------
+
+
+def hold_lock(env_file: Path) -> int | str:
+    """Hold make run's lock for ``env_file`` (kept until exit): the descriptor, or the holder's pid."""
+    env_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(env_file.with_name(env_file.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        return holder
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def already_running(pid: str, env_file: Path) -> str:
+    """Two plain lines for ``make run`` twice."""
+    saved = read_env_file(env_file) if env_file.is_file() else {}
+    where = f", the softphone at {saved['SOFTPHONE_URL']}" if saved.get("SOFTPHONE_URL") else ""
+    return (f"make run: Liveline is already running for {_shown(env_file)} (pid {pid}).\n"
+            f"Use it (make call{where}), or stop it first: Ctrl-C in its terminal, or kill {pid}.")
+
+
+def taken_ports(taken: list[port_check.Taken], ports: dict[str, int]) -> str:
+    """Two plain lines: which ports are taken by what, and the command with free ones."""
+    used = set(ports.values())
+    choices = []
+    for item in taken:
+        port = port_check.free_near(item.port, used)
+        used.add(port)
+        choices.append(f"{FLAGS[item.role]} {port}")
+    ours = any("Liveline" in (item.holder or "") for item in taken)
+    stop = "Stop that stack (Ctrl-C in its terminal)" if ours else "Stop it"
+    return (f"make run: {'; '.join(item.describe() for item in taken)}.\n"
+            f"{stop}, or choose other ports: make run RUN_ARGS=\"{' '.join(choices)}\" "
+            f"(make call and the softphone follow).")
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+# -- running the parts ---------------------------------------------------------------------------------
+
+
+class Stopping:
+    """Set by the signal handlers.
+
+    Not a threading.Event: its set() takes a lock that the main thread, interrupted inside
+    Event.wait, may already hold.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def set(self) -> None:
+        """Ask the stack to stop (from a signal handler)."""
+        self.requested = True
+
+    def is_set(self) -> bool:
+        """Whether stopping was asked for."""
+        return self.requested
+
+    def wait(self, seconds: float) -> None:
+        """Sleep, unless stopping was asked for."""
+        if not self.requested:
+            time.sleep(seconds)
+
+
+class Output:
+    """Each part's lines, shown with its name in front, until the stack stops."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.width = max(map(len, names), default=0)
+        self.lock = threading.Lock()
+        self.quiet = False  # stopping: the parts' last words are not shown
+
+    def forward(self, name: str, stream: IO[bytes]) -> None:
+        """Copy ``stream`` line by line (a thread per part)."""
+        for raw in iter(stream.readline, b""):
+            if not self.quiet:
+                self.say(f"{name:<{self.width}} | {raw.decode(errors='replace').rstrip()}")
+
+    def say(self, text: str, *, err: bool = False) -> None:
+        """One line of make run's own, or of a part."""
+        with self.lock:
+            print(text, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+def _die_with_parent() -> None:
+    """In a part, before it runs: end when make run ends, even if make run is killed outright (Linux)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start(part: Part, env: dict[str, str]) -> None:
+    """Start a part in a process group of its own: the terminal's Ctrl-C is make run's to handle."""
+    part.process = subprocess.Popen(part.command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0,
+                                    preexec_fn=_die_with_parent)
+
+
+def wait_ready(part: Part, deadline: float, stopping: Stopping) -> bool:
+    """Poll the part's URL until it answers (any status); False if it exits, time runs out or we stop."""
+    assert part.process is not None
+    while time.monotonic() < deadline and not stopping.is_set():
+        if part.process.poll() is not None:
             return False
         try:
-            with urllib.request.urlopen(url, timeout=1):
+            if part.ready_url is None:
+                socket.create_connection(("127.0.0.1", part.port), timeout=1).close()
                 return True
-        except urllib.error.HTTPError:
+            with urllib.request.urlopen(part.ready_url, timeout=1):
+                return True
+        except urllib.error.HTTPError as exc:
+            exc.close()
             return True
         except OSError:
-            time.sleep(0.1)
+            stopping.wait(0.1)
     return False
+
+
+def stop(running: list[Part], output: Output) -> None:
+    """Stop every part, quietly: gunicorn quickly (SIGINT), the others with SIGTERM; kill what lingers."""
+    output.quiet = True
+    for part in reversed(running):
+        if part.process is not None and part.process.poll() is None:
+            part.process.send_signal(part.stop_signal)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for part in running:
+        if part.process is None:
+            continue
+        try:
+            part.process.wait(timeout=max(deadline - time.monotonic(), 0.01))
+        except subprocess.TimeoutExpired:
+            part.process.kill()
+            part.process.wait()
+
+
+def banner(stack: Stack, env_file: Path) -> str:
+    """Every address, in a short block."""
+    env = stack.env
+    rows = [("relay", f"{stack.url('relay', '/twilio/realtime', 'ws')}", f"health {stack.url('relay', '/healthz')}"),
+            ("webhook", stack.url("webhook", "/twilio/voice"), "")]
+    if "softphone" in stack.ports:
+        rows.append(("softphone", stack.url("softphone", "/"), "open it in a browser: click Call and talk"))
+    if stack.standin:
+        rows.append(("model", env["OPENAI_REALTIME_URL"], "the LOCAL STAND-IN, not OpenAI"))
+    else:
+        rows.append(("model", env.get("OPENAI_REALTIME_URL", "wss://api.openai.com/v1/realtime"), "OpenAI"))
+    if "tool" in stack.ports:
+        rows.append(("tool", stack.url("tool", "/lookup_order"), f"assistant: {_shown(Path(env['ASSISTANT_CONFIG']))}"))
+    else:
+        rows.append(("assistant", env["ASSISTANT_CONFIG"], "yours (ASSISTANT_CONFIG)"))
+    rows.append(("call reports", env["CALL_REPORT_URL"], "printed here as calls end" if "reports" in stack.ports
+                 else "yours (CALL_REPORT_URL)"))
+    rows.append(("Twilio REST", env.get("TWILIO_API_BASE_URL", "https://api.twilio.com"),
+                 "stand-in: hang-ups and transfers" if "twilio-api" in stack.ports else ""))
+    if env["RELAY_PUBLIC_URL"] != stack.url("relay", scheme="ws"):
+        rows.append(("public relay", env["RELAY_PUBLIC_URL"] + "/twilio/realtime", "RELAY_PUBLIC_URL"))
+    if env["WEBHOOK_PUBLIC_URL"] != stack.url("webhook"):
+        rows.append(("public webhook", env["WEBHOOK_PUBLIC_URL"] + "/twilio/voice", "the number's webhook"))
+    rows.append(("secrets", _shown(env_file), ""))
+    width = max(len(row[0]) for row in rows)
+    url_width = max(len(row[1]) for row in rows)
+    lines = [f"  {name:<{width}}  {url:<{url_width}}  {note}".rstrip() for name, url, note in rows]
+    return "\n".join(["", "Liveline is running:", *lines,
+                      "Place a simulated call from another terminal:  make call",
+                      f"Check the relay:  .venv/bin/python scripts/verify_relay.py {stack.url('relay')}",
+                      "Ctrl-C stops everything.", ""])
+
+
+STANDIN_NOTICE = """{rule}
+  OPENAI_API_KEY is not set: the relay talks to the LOCAL STAND-IN MODEL
+  at {url}, a scripted imitation.
+  Export OPENAI_API_KEY and restart make run to talk to the real gpt-realtime.
+{rule}"""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Start the stack and keep it up until interrupted."""
-    parser = argparse.ArgumentParser(description="Run the local Liveline stack.")
-    parser.add_argument("--relay-port", type=int, default=8080)
-    parser.add_argument("--webhook-port", type=int, default=5050)
-    parser.add_argument("--standin-port", type=int, default=8765)
-    parser.add_argument("--softphone-port", type=int, default=8070, help="the softphone page (0: none)")
+    parser = argparse.ArgumentParser(prog="make run RUN_ARGS=...", description="Run the local Liveline stack.")
+    for part, port in DEFAULT_PORTS.items():
+        extra = " (0: none)" if part == "softphone" else ""
+        parser.add_argument(FLAGS[part], dest=part, type=int, default=port, metavar="PORT",
+                            help=f"the {part}'s port on 127.0.0.1 (default {port}){extra}")
     parser.add_argument("--env-file", type=Path, default=ENV_FILE,
                         help="where to keep the local secrets and URLs (make call reads it)")
     args = parser.parse_args(argv)
+    chosen = {part: getattr(args, part) for part in DEFAULT_PORTS}
+    for part, port in chosen.items():
+        if not (0 if part == "softphone" else 1) <= port <= 65535:
+            parser.error(f"{FLAGS[part]} {port}: a port is 1 to 65535")
+    seen: dict[int, str] = {}
+    for part, port in chosen.items():
+        if port and port in seen:
+            parser.error(f"{FLAGS[seen[port]]} and {FLAGS[part]} are both {port}: give each part its own port")
+        seen[port] = part
 
-    env, use_standin = stack_environment(dict(os.environ), relay_port=args.relay_port,
-                                         webhook_port=args.webhook_port,
-                                         standin_port=args.standin_port, env_file=args.env_file)
-    python = sys.executable
-    gunicorn = [python, "-m", "gunicorn"]
-    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def stop(*_: object) -> None:
-        for _name, proc in reversed(processes):
-            if proc.poll() is None:
-                proc.terminate()
-        for _name, proc in processes:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-    # Ctrl-C reaches the children too: once it is pressed their exit is expected.
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    lock = hold_lock(args.env_file)
+    if isinstance(lock, str):
+        print(already_running(lock, args.env_file), file=sys.stderr)
+        return 1
     try:
-        if use_standin:
-            print("=" * 78)
-            print("  OPENAI_API_KEY is not set: the relay talks to the LOCAL STAND-IN MODEL")
-            print(f"  (ws://127.0.0.1:{args.standin_port}/v1/realtime). It greets you and plays")
-            print("  back what you say. Export OPENAI_API_KEY to talk to the real gpt-realtime.")
-            print("=" * 78, flush=True)
-            processes.append(("stand-in model", subprocess.Popen(
-                [python, "-m", "scripts.fakes.openai", "--port", str(args.standin_port)],
-                cwd=ROOT, env=env)))
-        processes.append(("relay", subprocess.Popen(
-            [*gunicorn, "-c", "relay/gunicorn.conf.py", "relay.wsgi:app"], cwd=ROOT, env=env)))
-        if (ROOT / "webhook_app" / "wsgi.py").exists():
-            processes.append(("webhook", subprocess.Popen(
-                [*gunicorn, "--no-control-socket", "-b", f"127.0.0.1:{args.webhook_port}",
-                 "webhook_app.wsgi:app"], cwd=ROOT, env=env)))
-        checks = {"relay": f"http://127.0.0.1:{args.relay_port}/healthz",
-                  "webhook": f"http://127.0.0.1:{args.webhook_port}/healthz"}
-        if args.softphone_port:  # the browser softphone: a local stand-in for Twilio (scripts/softphone)
-            processes.append(("softphone", subprocess.Popen(
-                [python, "-m", "scripts.softphone", "--port", str(args.softphone_port),
-                 "--webhook", f"http://127.0.0.1:{args.webhook_port}", "--env-file", str(args.env_file)],
-                cwd=ROOT, env=env)))
-            checks["softphone"] = f"http://127.0.0.1:{args.softphone_port}/healthz"
-        for name, proc in processes:
-            if name in checks and not wait_http(checks[name], 30, proc):
-                if stopping.is_set():  # Ctrl-C while starting: the children exited on it too
-                    return 0
-                print(f"\n{name} did not come up: see its error above.", file=sys.stderr)
+        stack = stack_environment(dict(os.environ), chosen, args.env_file)
+    except ValueError as exc:  # the example assistant file does not match its tool's port
+        print(f"make run: {exc}", file=sys.stderr)
+        return 1
+    taken = port_check.check(stack.ports)
+    if taken:
+        print(taken_ports(taken, stack.ports), file=sys.stderr)
+        return 1
+    write_env_file(args.env_file, stack)
+    return run(stack, args.env_file)
+
+
+def run(stack: Stack, env_file: Path) -> int:
+    """Start the parts, say where they are, and keep them up until Ctrl-C or one of them exits."""
+    stopping = Stopping()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda *_: stopping.set())
+    running = parts(stack, env_file)
+    output = Output([part.name for part in running])
+    if stack.standin:
+        output.say(STANDIN_NOTICE.format(rule="=" * 78, url=stack.env["OPENAI_REALTIME_URL"]))
+    try:
+        for part in running:  # every process first: no thread is running while they fork
+            start(part, stack.env)
+        for part in running:
+            assert part.process is not None and part.process.stdout is not None
+            threading.Thread(target=output.forward, args=(part.name, part.process.stdout), daemon=True).start()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        for part in running:
+            if not wait_ready(part, deadline, stopping):
+                if stopping.is_set():
+                    break
+                assert part.process is not None
+                status = part.process.poll()
+                why = f"exited with status {status}" if status is not None else \
+                    f"did not answer within {READY_TIMEOUT_S:g} s"
+                output.say(f"make run: the {part.name} {why} while starting: its lines above ({part.name} | ...) "
+                           f"say why.", err=True)
                 return 1
-        softphone = (f"  softphone http://127.0.0.1:{args.softphone_port}/   (open it in a browser: click Call "
-                     f"and talk)\n" if args.softphone_port else "")
-        print(f"""
-Liveline is running:
-  relay     ws://127.0.0.1:{args.relay_port}/twilio/realtime   (health: http://127.0.0.1:{args.relay_port}/healthz)
-  webhook   http://127.0.0.1:{args.webhook_port}/twilio/voice
-  secrets   {args.env_file}
-{softphone}Place a simulated call from another terminal:   make call
-Check the relay path:   .venv/bin/python scripts/verify_relay.py http://127.0.0.1:{args.relay_port}
-Ctrl-C stops everything.
-""", flush=True)
+        else:
+            output.say(banner(stack, env_file))
         while not stopping.is_set():
-            for name, proc in processes:
-                if proc.poll() is not None and not stopping.is_set():
-                    print(f"{name} exited with status {proc.returncode}; stopping the stack.",
-                          file=sys.stderr)
+            for part in running:
+                assert part.process is not None
+                if part.process.poll() is not None and not stopping.is_set():
+                    output.say(f"make run: the {part.name} exited with status {part.process.returncode}; "
+                               f"stopping the stack (its lines above say why).", err=True)
                     return 1
-            time.sleep(0.2)
-        print("\nstopping...", flush=True)
+            stopping.wait(0.2)
+        stop(running, output)
+        output.say("\nLiveline stopped.")
         return 0
     finally:
-        stop()
+        stop(running, output)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C before the handlers were set
+        sys.exit(130)

@@ -52,11 +52,12 @@ class Stack:
 def local_stack(tmp_path: Path) -> Iterator[Stack]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(SECRET_PREFIXES)}  # the stand-in model
     log_path = tmp_path / "stack.log"
-    ports = [str(free_port()) for _ in range(4)]
+    ports = [str(free_port()) for _ in range(7)]
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "scripts.local_stack", "--relay-port", ports[0], "--webhook-port", ports[1],
-             "--standin-port", ports[2], "--softphone-port", ports[3], "--env-file", str(tmp_path / "stack.env")],
+             "--standin-port", ports[2], "--softphone-port", ports[3], "--tool-port", ports[4],
+             "--reports-port", ports[5], "--twilio-api-port", ports[6], "--env-file", str(tmp_path / "stack.env")],
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     stack = Stack("", log_path)
     try:
@@ -64,7 +65,7 @@ def local_stack(tmp_path: Path) -> Iterator[Stack]:
         while "Liveline is running" not in stack.log():
             assert process.poll() is None and time.monotonic() < deadline, f"make run failed:\n{stack.log()}"
             time.sleep(0.05)
-        stack.page_url = stack.wait_for(r"softphone (http://127\.0\.0\.1:\d+/)").group(1)
+        stack.page_url = stack.wait_for(r"softphone +(http://127\.0\.0\.1:\d+/)").group(1)
         yield stack
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C, as a person stops make run

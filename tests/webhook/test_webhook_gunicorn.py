@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from scripts.fakes.twilio_webhook import target_from_webhook
-from scripts.local_stack import stack_environment
+from scripts.stack_env import DEFAULT_PORTS, stack_environment
 from tests.conftest import launch_webhook_gunicorn, stop_process
 
 
@@ -19,9 +19,9 @@ from tests.conftest import launch_webhook_gunicorn, stop_process
 def gunicorn_webhook(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
     """gunicorn as scripts/local_stack.py starts it, but on a free port."""
     base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("RELAY_", "WEBHOOK_", "OPENAI_", "TWILIO_", "STREAM_", "FALLBACK_"))}
-    env, _ = stack_environment(base, relay_port=8080, webhook_port=5050, standin_port=8765,
-                               env_file=tmp_path / "stack.env")
+            if not k.startswith(("RELAY_", "WEBHOOK_", "OPENAI_", "TWILIO_", "STREAM_", "FALLBACK_", "ASSISTANT_",
+                                 "CALL_REPORT_"))}
+    env = stack_environment(base, DEFAULT_PORTS, tmp_path / "stack.env").env
     log_path = tmp_path / "gunicorn.log"
     process, url = launch_webhook_gunicorn(env, log_path)
     yield url, env, log_path
