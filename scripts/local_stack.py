@@ -242,7 +242,7 @@ def banner(stack: Stack, env_file: Path) -> str:
     rows.append(("call reports", env["CALL_REPORT_URL"], "printed here as calls end" if "reports" in stack.ports
                  else "yours (CALL_REPORT_URL)"))
     rows.append(("Twilio REST", env.get("TWILIO_API_BASE_URL", "https://api.twilio.com"),
-                 "stand-in: hang-ups and transfers" if "twilio-api" in stack.ports else ""))
+                 "stand-in: hang-ups and transfers" if "twilio-api" in stack.ports else "the real one, for real calls"))
     if env["RELAY_PUBLIC_URL"] != stack.url("relay", scheme="ws"):
         rows.append(("public relay", env["RELAY_PUBLIC_URL"] + "/twilio/realtime", "RELAY_PUBLIC_URL"))
     if env["WEBHOOK_PUBLIC_URL"] != stack.url("webhook"):

@@ -270,3 +270,20 @@ def test_the_example_assistant_names_the_example_tool_on_its_port(tmp_path: Path
     copy = Path(elsewhere.env["ASSISTANT_CONFIG"])
     assert copy.parent == tmp_path and stat.S_IMODE(copy.stat().st_mode) == 0o600
     assert [urlsplit(u).port for u in tool_urls(copy)] == [18091]
+
+
+def test_the_phone_guide_names_what_make_run_serves() -> None:
+    """docs/phone.md and the README's commands tunnel make run's own ports and paths (they drift otherwise)."""
+    guide, readme = (ROOT / "docs" / "phone.md").read_text(), (ROOT / "README.md").read_text()
+    policy = (ROOT / "docs" / "ngrok-policy.yml").read_text()
+    for text in (guide, readme):
+        for part in ("webhook", "relay"):
+            assert f"cloudflared tunnel --url http://127.0.0.1:{DEFAULT_PORTS[part]}" in text, part
+        assert "--env-file .local/stack.env" in text and "/twilio/voice" in text
+    assert f"ngrok http 127.0.0.1:{DEFAULT_PORTS['relay']} --url https://liveline-relay.internal" in guide
+    assert f"ngrok http 127.0.0.1:{DEFAULT_PORTS['webhook']} --traffic-policy-file docs/ngrok-policy.yml" in guide
+    assert "req.url.path == '/twilio/realtime'" in policy and "url: https://liveline-relay.internal" in policy
+    public = {"RELAY_PUBLIC_URL": "wss://relay-demo.trycloudflare.com",
+              "WEBHOOK_PUBLIC_URL": "https://hooks-demo.trycloudflare.com", "TWILIO_AUTH_TOKEN": "real-token-0123"}
+    env = stack_environment(public, DEFAULT_PORTS, ROOT / "nowhere" / "stack.env").env
+    assert {name: env[name] for name in public} == public, "make run keeps the tunnel's addresses and the token"
