@@ -95,9 +95,10 @@ def stack_environment(base: dict[str, str], ports: dict[str, int], env_file: Pat
     if env.get("TWILIO_API_BASE_URL") or not _local(env["RELAY_PUBLIC_URL"]):
         running.pop("twilio-api", None)  # real calls through a tunnel: the relay's default is the real API
     else:
-        if TWILIO_REST_PART != "twilio-api":
+        served_by = TWILIO_REST_PART if TWILIO_REST_PART in running else "twilio-api"  # (--softphone-port 0)
+        if served_by != "twilio-api":
             running.pop("twilio-api", None)
-        env["TWILIO_API_BASE_URL"] = stack.url(TWILIO_REST_PART)
+        env["TWILIO_API_BASE_URL"] = stack.url(served_by)
     env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"  # every line reaches make run's output as it is written
     return stack
