@@ -7,6 +7,9 @@
                       per-layer checks, and the diagnoses as a table of data
     scripts/bench/    make bench: runner, load generator, statistics
     call.py, local_stack.py, verify_*.py, bench_relay.py, build_*.py: the entry points
+    stack_env.py, ports.py          make run's parts, ports and environment; who holds a port
+    wav_input.py, resample.py       make call --wav: any WAV to the line's 8 kHz mu-law
+    call_problems.py, pip_run.py    the plain answers of make call and the build scripts
 
 Besides the standard library and the pinned dependencies they import only the relay's pure
 modules (the stream token, the config's loopback test). The stand-ins share no protocol or

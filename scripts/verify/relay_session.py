@@ -79,7 +79,7 @@ def check_diagnostic(t: RelayTarget) -> Outcome:
     if answer.status == 404 and "disabled" in str(doc.get("error", "")):
         return skipped("the relay has no DIAGNOSTIC_TOKEN, so its diagnostic is disabled: set one on the relay")
     if answer.status == 200 and doc.get("ok"):
-        return _accepted(doc)
+        return session_accepted(doc)
     if answer.status == 502 and "stage" in doc:
         stage, code, facts = explain_openai(doc)
         return failed(f"failed at {stage}: stage {doc['stage']}, HTTP {doc.get('http_status')}, "
@@ -87,7 +87,7 @@ def check_diagnostic(t: RelayTarget) -> Outcome:
     return failed(seen(answer), "diagnostic_unexpected")
 
 
-def _accepted(doc: Mapping[str, Any]) -> Outcome:
+def session_accepted(doc: Mapping[str, Any]) -> Outcome:
     """A session accepted: by OpenAI, or said plainly, by a model server on the relay's machine (a stand-in)."""
     stages = " · ".join(f"{k} {v:g}" for k, v in (doc.get("stages_ms") or {}).items() if isinstance(v, (int, float)))
     timing = f"in {doc.get('elapsed_ms')} ms ({stages} ms)"

@@ -473,3 +473,21 @@ def test_runs_as_a_file_and_as_a_module(relay: RunningRelay, how: list[str]) -> 
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "PASSED: all 8 layers" in done.stdout
+
+
+@pytest.mark.parametrize("doc,detail,code", [
+    ({"url": "wss://api.openai.com/v1/realtime", "upstream": "openai"}, "session accepted by gpt-realtime in ", ""),
+    ({"url": "wss://proxy.example.com/v1/realtime", "upstream": "other"},
+     "session accepted by proxy.example.com (not api.openai.com) for model gpt-realtime in ", ""),
+    ({"url": "ws://127.0.0.1:8765/v1/realtime", "upstream": "local"},
+     "session accepted by a LOCAL model server at 127.0.0.1:8765, NOT OpenAI, in ", "openai_local_model"),
+    # A relay from before the upstream field: its URL says the same.
+    ({"url": "ws://127.0.0.1:8765/v1/realtime"},
+     "session accepted by a LOCAL model server at 127.0.0.1:8765, NOT OpenAI, in ", "openai_local_model"),
+])
+def test_who_accepted_the_session(doc: dict[str, Any], detail: str, code: str) -> None:
+    from scripts.verify.relay_session import session_accepted
+
+    outcome = session_accepted({"ok": True, "model": "gpt-realtime", "elapsed_ms": 3.0,
+                                "stages_ms": {"tcp": 0.2}, **doc})
+    assert outcome.ok and outcome.detail.startswith(detail) and outcome.code == code
