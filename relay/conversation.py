@@ -3,9 +3,10 @@
 - **Tools.** A function call the model completes (``response.function_call_arguments.done``)
   becomes a RunTool effect once its arguments check out against the tool's schema;
   arguments that do not, or an unknown tool, are answered to the model as an error without
-  calling any URL. Outputs go back as ``function_call_output`` items, and the model is asked
-  to speak (one ``response.create``) once every call of the response is answered and no
-  response is in progress: sending one while another runs is refused by the API.
+  calling any URL (with a ToolRefused effect, so they are counted all the same). Outputs go
+  back as ``function_call_output`` items, and the model is asked to speak (one
+  ``response.create``) once every call of the response is answered and no response is in
+  progress: sending one while another runs is refused by the API.
 - **Endings the assistant chooses.** ``end_call`` (hang up), ``transfer_call`` (dial a
   configured destination) and the relay's own time limit (a short goodbye first) all end
   the same way: the caller's audio stops going upstream (no new turn starts), the last
@@ -31,7 +32,7 @@ from typing import Any, Protocol
 
 from relay import assistant as assistants
 from relay import openai_protocol as oai
-from relay.actions import Actions, RunTool, UpdateCall
+from relay.actions import Actions, RunTool, ToolRefused, UpdateCall
 from relay.errors import CLOSE_NORMAL
 from relay.limits import Limits
 from relay.playout import Playout
@@ -175,12 +176,14 @@ class Conversation:
         if tool is None:
             self.log.warning("tool.unknown name=%r", name[:64])
             self._answer(event.call_id, name[:64], {"error": f"there is no tool called {name[:64]}"}, False, 0.0)
+            out.effects.append(ToolRefused(assistants.UNKNOWN_TOOL, "unknown_tool"))
             return
         arguments = assistants.validate_arguments(tool, event.arguments)
         if isinstance(arguments, str):
             # Never logged: arguments may hold what the caller said.
             self.log.info("tool.call tool=%s outcome=bad_arguments", tool.name)
             self._answer(event.call_id, tool.name, {"error": arguments}, False, 0.0, "bad_arguments")
+            out.effects.append(ToolRefused(tool.name, "bad_arguments"))
             return
         self._awaiting[event.call_id] = tool.name
         out.effects.append(RunTool(event.call_id, tool.name, event.arguments))
