@@ -232,3 +232,11 @@ def test_run_alone_with_a_scenario_and_switch_it(tmp_path: Any) -> None:
     refused = subprocess.run([sys.executable, "-m", "scripts.fakes.openai", "--scenario", "echo", "--tool", "x"],
                              cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert refused.returncode == 2 and "calls no tool" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_part_of_a_known_clip_is_only_described(standin: StandinModel, relayish: Callable[[], Relayish]) -> None:
+    model = relayish()
+    model.configure()
+    model.say(caller_clip()[:12_000])  # the first second and a half of the sentence
+    [heard] = model.wait_for("conversation.item.input_audio_transcription.completed")
+    assert heard["transcript"].startswith("(caller speech, ")

@@ -3,8 +3,8 @@
 - Its own words: every clip it says comes with its text (``audio.words_of``: the ``.txt``
   beside each WAV in scripts/assets), sent as the item's audio transcript.
 - The caller's words (``conversation.item.input_audio_transcription.completed``, when the
-  session asked for ``audio.input.transcription``): a caller turn that is a stretch of a clip
-  whose words are known, byte for byte, gets those words. ``make call`` plays
+  session asked for ``audio.input.transcription``): a caller turn that holds the whole spoken
+  part of a clip whose words are known, byte for byte, gets those words. ``make call`` plays
   scripts/assets/caller_utterance.wav and the relay passes Twilio's payloads through
   unchanged, so its calls are transcribed with the clip's real words. Anything else (a
   microphone, another WAV) is described, never guessed: ``(caller speech, 1.4 s)``.
@@ -21,21 +21,39 @@ from typing import Any
 
 from scripts import audio
 
-PROBE_BYTES = 800  # 100 ms: a turn whose first 100 ms are found in a known clip says that clip's words
+PROBE_BYTES = 800  # 100 ms: where in a known clip a turn starts
+VOICED_LEVEL = 4.0  # as the stand-in's VAD hears a frame (session.py)
+
+
+def _voiced_span(clip: bytes) -> tuple[int, int]:
+    """Where a clip's speech starts and ends (its first and last voiced 20 ms frame), in bytes."""
+    frames = audio.frames(clip)
+    voiced = [i for i, frame in enumerate(frames) if audio.level(frame) > VOICED_LEVEL]
+    if not voiced:
+        return 0, 0
+    return voiced[0] * audio.FRAME_BYTES, min((voiced[-1] + 1) * audio.FRAME_BYTES, len(clip))
 
 
 class CallerWords:
-    """What a caller turn said, when its audio is a known clip's; a description otherwise."""
+    """What a caller turn said, when it holds a known clip's speech; a description otherwise."""
 
     def __init__(self, clips: Iterable[Path | str] = (audio.CALLER_WAV,)) -> None:
-        self._clips = [(audio.read_wav_ulaw(path), audio.words_of(path)) for path in clips]
+        self._clips = []
+        for path in clips:
+            clip = audio.read_wav_ulaw(path)
+            self._clips.append((clip, _voiced_span(clip), audio.words_of(path)))
 
     def known(self, turn: bytes) -> str | None:
-        """The words of the known clip ``turn`` comes from, or None."""
+        """The words of the known clip whose whole speech ``turn`` holds, or None (part of it is not enough)."""
         probe = turn[:PROBE_BYTES]
         if len(probe) < PROBE_BYTES:
             return None
-        return next((words for clip, words in self._clips if probe in clip), None)
+        for clip, (start, end), words in self._clips:
+            offset = clip.find(probe)
+            # The VAD starts a turn a frame or two into the speech; the turn must run to its end.
+            if 0 <= offset <= start + 3 * audio.FRAME_BYTES and turn[: end - offset] == clip[offset:end]:
+                return words
+        return None
 
     def transcript(self, turn: bytes, speech_ms: int) -> str:
         """The caller's words, or ``(caller speech, 1.4 s)``."""
