@@ -160,7 +160,7 @@ def test_a_failing_tool_is_told_to_the_model() -> None:
     sent = events(bridge.tool_done("call_1", Result(False, '{"error": "the tool timed out after 5 s"}', "timeout")))
     assert json.loads(sent[0]["item"]["output"]) == {"error": "the tool timed out after 5 s"}  # type: ignore[index]
     assert bridge.conversation is not None and bridge.conversation.tool_calls == [
-        {"name": "lookup_order", "ok": False, "ms": 12, "outcome": "timeout"}]
+        {"name": "lookup_order", "ok": False, "ms": 12, "outcome": "timeout", "at": 1000.0}]
 
 
 def test_audio_flows_and_barge_in_works_while_a_tool_runs() -> None:
