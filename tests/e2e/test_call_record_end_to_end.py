@@ -60,7 +60,13 @@ def test_a_call_with_a_tool_a_barge_in_and_a_transfer_leaves_its_whole_record(e2
     assert [t["at_ms"] for t in turns] == sorted(t["at_ms"] for t in turns)
     [tool] = report["tool_calls"]
     assert tool["name"] == "lookup_order" and tool["ok"] is True and tool["ms"] >= 1000
-    assert report["transfer"] == {"destination": "sales", "ok": True}
+    transfer = report["transfer"]
+    assert (transfer["destination"], transfer["ok"]) == ("sales", True)
+    # Both placed among the turns: the tool asked for with the words that announced it (before the
+    # tool's answer was spoken), the transfer with the handover.
+    answer, handover = turns[-2], turns[-1]
+    assert cut["at_ms"] <= tool["at_ms"] < answer["at_ms"] and answer["at_ms"] - tool["at_ms"] >= 1000
+    assert handover["at_ms"] <= transfer["at_ms"]
     responses = len(stack.session(caller).sent_of("response.done"))
     usage = report["usage"]
     assert (usage["input_tokens"], usage["output_tokens"]) == (40 * responses, 80 * responses)
