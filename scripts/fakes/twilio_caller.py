@@ -195,6 +195,8 @@ class SimulatedCaller:
         self.result.closed_at_ms = self._ms()
         if self.result.close_code is None and self._letting_go:
             self._note("caller let go of the line (no close from the relay)")
+        elif self._letting_go:
+            self._note(f"the relay answered the close (code {self.result.close_code})")
         else:
             self._note(f"relay closed the stream (code {self.result.close_code})")
         self.closed.set()
