@@ -31,8 +31,9 @@ DEFAULT_INSTRUCTIONS = (
 )
 DEFAULT_GREETING = "Hello, you've reached Liveline. How can I help you today?"
 
-# OpenAI closes a Realtime session after 60 minutes (protocols.md 2.7) and the load
-# balancer drains for at most 3600 s (infra.md 2a): calls must end before both.
+# OpenAI closes a Realtime session after 60 minutes (docs/openai-realtime.md#limits-and-errors)
+# and the load balancer drains for at most 3600 s (docs/aws-deployment.md#draining-and-instance-refresh):
+# calls must end before both.
 _OPENAI_SESSION_LIMIT_S = 3600
 DEFAULT_MAX_CALL_S = 3300  # 55 minutes
 # Calls one worker (one core) holds within the latency line, measured by make bench (README:

@@ -3,7 +3,7 @@
 Every value comes from RelayConfig, so a bad environment stops gunicorn's master before
 it forks a single worker, with every problem listed.
 
-Shutdown chain on a deploy (infra.md 4; checked by tests/infra): the load balancer drains
+Shutdown chain on a deploy (docs/aws-deployment.md#the-relay-on-a-vm; checked by tests/infra): the load balancer drains
 a target for ``deregistration_delay``; systemd sends SIGTERM and gunicorn lets live calls
 finish for up to ``graceful_timeout``; systemd's ``TimeoutStopSec`` comes last. So:
 max call length < deregistration delay <= graceful_timeout < TimeoutStopSec.

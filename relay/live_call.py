@@ -5,7 +5,7 @@ All of a call's I/O lives here, and none of its decisions: every event goes to t
 
 How a call runs:
 
-- the handler greenlet (gevent-websocket's, after the upgrade) starts reading Twilio and
+- the handler greenlet (relay/edge.py's, after the upgrade) starts reading Twilio and
   then only waits for the call to be over;
 - the upstream greenlet pre-connects to OpenAI (dns, tcp, tls) while Twilio's ``start``
   is on its way, upgrades once the bridge says the stream token checked out (OpenUpstream),

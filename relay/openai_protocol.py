@@ -1,6 +1,6 @@
 """OpenAI Realtime (GA) events: build what the relay sends, parse what it uses.
 
-https://platform.openai.com/docs/api-reference/realtime (protocols.md part 2). GA shapes
+https://platform.openai.com/docs/api-reference/realtime (docs/openai-realtime.md). GA shapes
 only: ``session.type`` is required, audio formats are objects under ``session.audio``,
 audio deltas are ``response.output_audio.delta``. The beta shape (``OpenAI-Beta:
 realtime=v1``) was retired on 2026-05-12 and is refused with ``beta_api_shape_disabled``.
@@ -52,7 +52,7 @@ TYPE_RESPONSE_CANCEL = "response.cancel"
 
 AUDIO_FORMAT = "audio/pcmu"  # G.711 mu-law at 8 kHz: Twilio's format, passed through
 
-# Error codes after which the session cannot go on (protocols.md 2.7). Everything else
+# Error codes after which the session cannot go on (docs/openai-realtime.md#limits-and-errors). Everything else
 # (response_cancel_not_active, conversation_already_has_active_response, a truncate past
 # the audio's end, ...) is logged and the call continues.
 FATAL_ERROR_CODES = frozenset(

@@ -1,6 +1,6 @@
 """Twilio Media Streams messages: parse what Twilio sends, build what we send back.
 
-https://www.twilio.com/docs/voice/media-streams/websocket-messages (protocols.md 1.2-1.3)
+https://www.twilio.com/docs/voice/media-streams/websocket-messages (docs/twilio-media-streams.md)
 
 Inbound text is decoded once, by msgspec, straight into the immutable event structs
 below: one C pass that also checks every field's type (about 4,300 instructions for a

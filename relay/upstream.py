@@ -10,7 +10,7 @@ while Twilio's ``start`` is on its way, and sends the upgrade, which opens a bil
 Realtime session, only once the stream token has been verified.
 
 GA interface only: ``Authorization: Bearer``, never an ``OpenAI-Beta`` header
-(the beta interface was retired on 2026-05-12; protocols.md 2.0).
+(the beta interface was retired on 2026-05-12; docs/openai-realtime.md#connecting).
 """
 
 from __future__ import annotations

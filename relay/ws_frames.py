@@ -7,7 +7,7 @@ per-byte Python work on every frame: gevent-websocket 0.10.1 unmasks byte by byt
 UTF-8 with a Python state machine (33 us, twice per text frame), and it drops the close
 code (``ws.close(1008)`` reaches the peer as 1005). websocket-client 1.9.2 takes several
 locks and a list join per frame. Here unmasking is one big-integer XOR and
-``bytes.decode`` is the UTF-8 validator (protocols.md part 4).
+``bytes.decode`` is the UTF-8 validator (docs/stack-notes.md#gevent-websocket).
 
 ``FrameDecoder.feed(data)`` returns the complete messages in ``data`` (possibly none,
 possibly many); the ``encode_*`` functions return bytes ready for ``sendall``. Masking

@@ -15,7 +15,7 @@
       <Hangup/>
     </Response>
 
-Why this shape (protocols.md 1.1):
+Why this shape (docs/twilio-media-streams.md#the-twiml-connectstream):
 
 - ``<Connect><Stream>`` is bidirectional and synchronous: Twilio runs the verbs after
   ``</Connect>`` only once the relay's socket closes (or never opened), so the ``<Say>``
