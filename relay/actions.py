@@ -52,7 +52,19 @@ class UpdateCall(NamedTuple):
     destination: str | None
 
 
-Effect = OpenUpstream | RunTool | UpdateCall
+class ToolRefused(NamedTuple):
+    """A function call answered without any request: nothing to run, but counted all the same.
+
+    Its arguments did not fit the tool's schema, or there is no such tool. ``tool`` is the
+    configured name, or ``relay.assistant.UNKNOWN_TOOL`` (a metrics label, never the model's
+    free text); ``outcome`` is ``bad_arguments`` or ``unknown_tool``.
+    """
+
+    tool: str
+    outcome: str
+
+
+Effect = OpenUpstream | RunTool | UpdateCall | ToolRefused
 
 
 class Actions:

@@ -30,6 +30,7 @@ VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse",
 END_CALL = "end_call"
 TRANSFER_CALL = "transfer_call"
 BUILT_IN = (END_CALL, TRANSFER_CALL)
+UNKNOWN_TOOL = "(unknown)"  # the metrics label for a name the assistant has no tool for
 DEFAULT_TOOL_TIMEOUT_S = 5.0
 MIN_TOOL_TIMEOUT_S, MAX_TOOL_TIMEOUT_S = 0.5, 30.0  # longer than 30 s is dead air on a phone line
 MAX_ARGUMENTS_BYTES = 64 * 1024

@@ -111,13 +111,23 @@ class CallBridge(TwilioSide, OpenAISide):
         if record is None or conversation is None or self.started_at is None:
             return None
         ended = self.ended_at if self.ended_at is not None else self._monotonic()
+        started = self.started_at
+
+        def since_start(at: float) -> float:
+            return round((at - started) * 1000, 1)
+
         for keys, at in conversation.keypad:
-            record.digits(keys, (at - self.started_at) * 1000)
+            record.digits(keys, since_start(at))
         conversation.keypad.clear()
+        tool_calls = [{**call, "at_ms": since_start(call["at"])} for call in conversation.tool_calls]
+        transfer = conversation.transfer
+        if transfer is not None:
+            transfer = {"destination": transfer["destination"], "ok": transfer["ok"],
+                        "at_ms": since_start(transfer["at"])}
         return record.report(
-            ended_wall=record.started_wall + (ended - self.started_at),
+            ended_wall=record.started_wall + (ended - started),
             end_reason=self.end_reason or "unknown", first_audio_ms=self.first_audio_ms, barge_ins=self.barge_ins,
-            tool_calls=conversation.tool_calls, transfer=conversation.transfer,
+            tool_calls=tool_calls, transfer=transfer,
         )
 
     @property

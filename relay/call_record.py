@@ -195,7 +195,11 @@ class CallRecord:
 
     def report(self, *, ended_wall: float, end_reason: str, first_audio_ms: float | None, barge_ins: int,
                tool_calls: list[dict[str, Any]], transfer: dict[str, Any] | None) -> dict[str, Any]:
-        """The call's record, as posted to CALL_REPORT_URL."""
+        """The call's record, as posted to CALL_REPORT_URL.
+
+        ``tool_calls``: name, ok, ms and ``at_ms`` (when the model asked, from the stream's start)
+        of each; ``transfer``: the last one tried (destination, ok, at_ms), or None.
+        """
         document: dict[str, Any] = {
             "call_sid": self.call_sid,
             "stream_sid": self.stream_sid,
@@ -208,7 +212,7 @@ class CallRecord:
             "first_audio_ms": first_audio_ms,
             "barge_ins": barge_ins,
             "transcript": self.transcript(),
-            "tool_calls": [{"name": c["name"], "ok": c["ok"], "ms": c["ms"]} for c in tool_calls],
+            "tool_calls": [{"name": c["name"], "ok": c["ok"], "ms": c["ms"], "at_ms": c["at_ms"]} for c in tool_calls],
             "transfer": transfer,
             "usage": {"input_tokens": 0, "output_tokens": 0, **self.usage},
             "model": self.model,

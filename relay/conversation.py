@@ -3,9 +3,10 @@
 - **Tools.** A function call the model completes (``response.function_call_arguments.done``)
   becomes a RunTool effect once its arguments check out against the tool's schema;
   arguments that do not, or an unknown tool, are answered to the model as an error without
-  calling any URL. Outputs go back as ``function_call_output`` items, and the model is asked
-  to speak (one ``response.create``) once every call of the response is answered and no
-  response is in progress: sending one while another runs is refused by the API.
+  calling any URL (with a ToolRefused effect, so they are counted all the same). Outputs go
+  back as ``function_call_output`` items, and the model is asked to speak (one
+  ``response.create``) once every call of the response is answered and no response is in
+  progress: sending one while another runs is refused by the API.
 - **Endings the assistant chooses.** ``end_call`` (hang up), ``transfer_call`` (dial a
   configured destination) and the relay's own time limit (a short goodbye first) all end
   the same way: the caller's audio stops going upstream (no new turn starts), the last
@@ -31,7 +32,7 @@ from typing import Any, Protocol
 
 from relay import assistant as assistants
 from relay import openai_protocol as oai
-from relay.actions import Actions, RunTool, UpdateCall
+from relay.actions import Actions, RunTool, ToolRefused, UpdateCall
 from relay.errors import CLOSE_NORMAL
 from relay.limits import Limits
 from relay.playout import Playout
@@ -74,6 +75,7 @@ class Ending:
     since: float  # when its current phase began
     phase: str = "playout"  # playout -> update -> stop
     goodbye_owed: bool = False  # TIME_LIMIT: the goodbye waits for the response in progress to end
+    asked_at: float = 0.0  # when the model asked for it (for the call's record)
 
     @property
     def reason(self) -> str:
@@ -99,14 +101,14 @@ class Conversation:
         self._end = end
         self.responding = False  # a response is in progress (or requested by us)
         self._response_owed = False  # ask for one as soon as none is in progress
-        self._awaiting: dict[str, str] = {}  # call_id -> tool name, tools running
+        self._awaiting: dict[str, tuple[str, float]] = {}  # call_id -> (tool name, asked at), tools running
         self._outputs: list[str] = []  # function_call_output items not sent yet
         self._digits: list[str] = []
         self._digit_at = 0.0
         self.ending: Ending | None = None
-        self.tool_calls: list[dict[str, Any]] = []  # name, ok, ms: for the call's record
+        self.tool_calls: list[dict[str, Any]] = []  # name, ok, ms, outcome, at (monotonic): for the call's record
         self.keypad: list[tuple[str, float]] = []  # (keys, when): for the call's record
-        self.transfer: dict[str, Any] | None = None  # the last transfer tried: for the call's record
+        self.transfer: dict[str, Any] | None = None  # the last transfer tried (destination, ok, at): for the record
 
     @property
     def caller_heard_upstream(self) -> bool:
@@ -161,43 +163,47 @@ class Conversation:
         name, assistant = event.name, self.assistant
         if name == assistants.END_CALL and assistant.end_call_enabled:
             self.log.info("call.end_requested by=assistant")
-            self._begin(Ending(HANG_UP, None, "", event.call_id, now), now, out)
+            self._begin(Ending(HANG_UP, None, "", event.call_id, now, asked_at=now), now, out)
             return
         if name == assistants.TRANSFER_CALL and assistant.transfer_destinations:
             target = assistant.transfer_target(event.arguments)
             if isinstance(target, str):
-                self._answer(event.call_id, name, {"error": target}, False, 0.0)
+                self._answer(event.call_id, name, {"error": target}, False, 0.0, now)
             else:
                 self.log.info("call.transfer_requested destination=%s", target[0])
-                self._begin(Ending(TRANSFER, target[1], target[0], event.call_id, now), now, out)
+                self._begin(Ending(TRANSFER, target[1], target[0], event.call_id, now, asked_at=now), now, out)
             return
         tool = assistant.tool(name)
         if tool is None:
             self.log.warning("tool.unknown name=%r", name[:64])
-            self._answer(event.call_id, name[:64], {"error": f"there is no tool called {name[:64]}"}, False, 0.0)
+            self._answer(event.call_id, name[:64], {"error": f"there is no tool called {name[:64]}"}, False, 0.0,
+                         now)
+            out.effects.append(ToolRefused(assistants.UNKNOWN_TOOL, "unknown_tool"))
             return
         arguments = assistants.validate_arguments(tool, event.arguments)
         if isinstance(arguments, str):
             # Never logged: arguments may hold what the caller said.
             self.log.info("tool.call tool=%s outcome=bad_arguments", tool.name)
-            self._answer(event.call_id, tool.name, {"error": arguments}, False, 0.0, "bad_arguments")
+            self._answer(event.call_id, tool.name, {"error": arguments}, False, 0.0, now, "bad_arguments")
+            out.effects.append(ToolRefused(tool.name, "bad_arguments"))
             return
-        self._awaiting[event.call_id] = tool.name
+        self._awaiting[event.call_id] = (tool.name, now)
         out.effects.append(RunTool(event.call_id, tool.name, event.arguments))
 
     def tool_done(self, call_id: str, result: ToolOutcome, out: Actions) -> None:
         """A tool answered (or failed): its output goes to the model."""
-        name = self._awaiting.pop(call_id, None)
-        if name is None or self.ending is not None:
+        running = self._awaiting.pop(call_id, None)
+        if running is None or self.ending is not None:
             return
+        name, asked_at = running
         self.tool_calls.append({"name": name, "ok": result.ok, "ms": round(result.duration_ms),
-                                "outcome": result.outcome})
+                                "outcome": result.outcome, "at": asked_at})
         self._outputs.append(oai.function_call_output(call_id, result.output))
         self._flush(out)
 
-    def _answer(self, call_id: str, name: str, document: dict[str, Any], ok: bool, ms: float,
+    def _answer(self, call_id: str, name: str, document: dict[str, Any], ok: bool, ms: float, at: float,
                 outcome: str = "refused") -> None:
-        self.tool_calls.append({"name": name, "ok": ok, "ms": round(ms), "outcome": outcome})
+        self.tool_calls.append({"name": name, "ok": ok, "ms": round(ms), "outcome": outcome, "at": at})
         self._outputs.append(oai.function_call_output(call_id, json.dumps(document)))
 
     # -- endings ----------------------------------------------------------------------------
@@ -240,7 +246,7 @@ class Conversation:
         if ending is None or ending.phase != "update":
             return
         if ending.kind == TRANSFER:
-            self.transfer = {"destination": ending.destination_name, "ok": ok}
+            self.transfer = {"destination": ending.destination_name, "ok": ok, "at": ending.asked_at}
         if ok:
             ending.phase, ending.since = "stop", now  # Twilio ends the stream itself
             return
@@ -249,7 +255,7 @@ class Conversation:
             self.ending = None
             self._answer(ending.call_id, assistants.TRANSFER_CALL,
                          {"error": "the transfer could not be placed; apologise and offer to help otherwise"},
-                         False, 0.0, "transfer_failed")
+                         False, 0.0, ending.asked_at, "transfer_failed")
             self._flush(out)
             return
         self._end(out, ending.reason + "_failed", CLOSE_NORMAL)  # closing the stream plays the fallback

@@ -40,7 +40,7 @@ import gevent
 from gevent.event import Event
 
 from relay import metrics
-from relay.actions import Actions, EndCall, OpenUpstream, RunTool, UpdateCall
+from relay.actions import Actions, EndCall, OpenUpstream, RunTool, ToolRefused, UpdateCall
 from relay.bridge import CallBridge
 from relay.call_settings import BridgeSettings
 from relay.errors import CLOSE_NORMAL, FrameError, UpstreamError
@@ -203,6 +203,8 @@ class LiveCall:
                 self._spawn("tool", self._run_tool, effect)
             elif kind is UpdateCall:
                 self._spawn("twilio_rest", self._update_call, effect)
+            elif kind is ToolRefused:
+                metrics.tool_called(effect.tool, effect.outcome, 0.0)  # type: ignore[union-attr]
         if actions.end is not None:
             self._end(actions.end)
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from relay.assistant import Assistant, validate_arguments
+from relay.assistant import UNKNOWN_TOOL, Assistant, validate_arguments
 from relay.outbound import HttpClient, OutboundError
 from relay.signing import SIGNATURE_HEADER, signature_header
 
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 MAX_OUTPUT_BYTES = 16 * 1024
 EMPTY_OUTPUT = '{"ok": true}'  # what the model hears of a 2xx without a body
-UNKNOWN_TOOL = "(unknown)"  # the metrics label for a name the assistant has no tool for
 
 Outcome = Literal["ok", "timeout", "http_error", "too_large", "unreachable", "bad_arguments", "unknown_tool"]
 _OUTCOME_OF_KIND: dict[str, Outcome] = {

@@ -79,6 +79,17 @@ def read_wav_ulaw(path: Path | str) -> bytes:
         return ulaw_encode(wav.readframes(wav.getnframes()))
 
 
+def words_of(path: Path | str) -> str:
+    """What a clip says: the text file beside its WAV (``caller_utterance.txt``), one line.
+
+    The clips in scripts/assets were spoken by espeak-ng (``-v en-us``, 160 words a minute;
+    150 for the caller) and resampled to 8 kHz by sox; espeak-ng says each ``.txt`` again
+    to within a sample's rounding, which is how the words of the two oldest clips were
+    established.
+    """
+    return Path(path).with_suffix(".txt").read_text(encoding="utf-8").strip()
+
+
 def write_wav_ulaw(path: Path | str, ulaw: bytes) -> None:
     """Write mu-law audio as a 16-bit 8 kHz mono WAV anyone can play."""
     with wave.open(str(path), "wb") as wav:

@@ -85,3 +85,17 @@ def assert_ga_client_event(event: dict[str, Any]) -> None:
     """Valid against openai.types.realtime.RealtimeClientEvent, with no unknown field."""
     model = _client_events().validate_python(event)
     assert _extra_fields(model) == [], f"fields the GA API does not define in {event['type']}"
+
+
+@cache
+def _server_events() -> TypeAdapter[Any]:
+    from openai.types.realtime import RealtimeServerEvent
+
+    return TypeAdapter(RealtimeServerEvent)
+
+
+def assert_ga_server_event(event: dict[str, Any]) -> None:
+    """Valid against openai.types.realtime.RealtimeServerEvent, with no unknown field."""
+    model = _server_events().validate_python(event)
+    extra = _extra_fields(model)
+    assert extra == [], f"fields the GA API does not define in {event['type']}: {extra}"

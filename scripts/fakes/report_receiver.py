@@ -6,6 +6,12 @@ record with its transcript readable at a glance, and keeps the records for tests
 ``plan(503, "slow", ...)`` sets how the next requests are answered (a status, or ``slow``:
 wait ``delay_s``, then 200), so tests can watch the relay retry.
 
+``GET /calls/{CallSid}`` answers with the last record it accepted for that call (404 until
+one has come), as an operator would look a call up in their own store: ``make call`` reads
+it there (``fetch_record``) to show where the call's record went. It answers only requests
+addressed to its own loopback address (a web page in a browser cannot read transcripts
+through DNS rebinding).
+
     python -m scripts.fakes.report_receiver --port 8092 [--secret ...]
 
 The secret defaults to RELAY_SIGNING_SECRET. Independent of ``relay/``.
@@ -18,8 +24,11 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -39,6 +48,8 @@ def verify(secret: str, header: str, body: bytes, now: float, tolerance_s: float
     expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, signature)
 # ----------------------------------------------------------------------------------------------
+
+_RECORD_PATH = re.compile(r"/calls/(CA[0-9A-Za-z]{1,62})")
 
 
 @dataclass
@@ -101,7 +112,30 @@ class ReportReceiver:
             self._arrived.wait(min(remaining, 0.5))
         return True
 
+    def record(self, call_sid: str) -> dict[str, Any] | None:
+        """The last record accepted for ``call_sid``, or None."""
+        return next((r for r in reversed(self.reports) if r.get("call_sid") == call_sid), None)
+
+    def _read(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """``GET /calls/{CallSid}``: the record, for requests to this receiver's own address only."""
+        own = {f"{self.host}:{self.port}", f"127.0.0.1:{self.port}", f"localhost:{self.port}"}
+        match = _RECORD_PATH.fullmatch(environ.get("PATH_INFO", ""))
+        if environ.get("HTTP_HOST", "") not in own:
+            status, document = "403 Forbidden", {"error": "records are read only at this receiver's own address"}
+        elif match is None:
+            status, document = "404 Not Found", {"error": "records are at /calls/{CallSid}"}
+        else:
+            found = self.record(match.group(1))
+            status, document = ("200 OK", found) if found is not None else \
+                ("404 Not Found", {"error": f"no record for {match.group(1)} (yet)"})
+        data = json.dumps(document).encode()
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
+                                ("Cache-Control", "no-store")])
+        return [data]
+
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ["REQUEST_METHOD"] == "GET":
+            return self._read(environ, start_response)
         body = environ["wsgi.input"].read()
         signature = environ.get("HTTP_X_LIVELINE_SIGNATURE", "")
         ok = verify(self.secret, signature, body, self.clock())
@@ -133,6 +167,31 @@ class ReportReceiver:
         start_response(f"{status} {'OK' if status == 200 else 'Error'}",
                        [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
         return [data]
+
+
+def fetch_record(report_url: str, call_sid: str, *, wait_s: float = 5.0,
+                 interval_s: float = 0.2) -> tuple[dict[str, Any] | None, str]:
+    """(the record, "") from the receiver at ``report_url`` (CALL_REPORT_URL), or (None, why not).
+
+    The relay posts a record once the call is over, in the background: this waits up to ``wait_s``.
+    """
+    url = f"{report_url.split('?', 1)[0].rstrip('/')}/{call_sid}"
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                document = json.loads(response.read())
+            return (document, "") if isinstance(document, dict) else (None, f"{url} did not answer with a record")
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code != 404:
+                return None, f"{url} answered HTTP {exc.code}"
+            why = f"no record arrived at {report_url} within {wait_s:g} s"
+        except (OSError, ValueError) as exc:
+            return None, f"could not read {url} ({getattr(exc, 'reason', exc)}): is the report receiver running?"
+        if time.monotonic() >= deadline:
+            return None, why
+        time.sleep(interval_s)
 
 
 def render(report: dict[str, Any]) -> str:

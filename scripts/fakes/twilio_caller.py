@@ -8,6 +8,11 @@ assistant sends at 8 kHz, echoes each ``mark`` when the audio before it has fini
 playing (and at once after a ``clear``, as Twilio does), records what the caller heard, and
 keeps a timeline: time to first audio, barge-ins, how it ended.
 
+Given the address of a stand-in for Twilio's REST API (``rest_api_url``), it also plays Twilio's
+part there: when the relay hangs the call up or transfers it through the REST API, the
+caller's timeline says so and the stream ends as Twilio ends it, with ``stop`` and a close
+(scripts/fakes/twilio_call_updates.py).
+
 It runs in real threads (``make call``, the verify scripts) and, in the monkey-patched test
 process, in greenlets: the client blocks only in ``recv`` on its own socket, which works in both.
 
@@ -20,14 +25,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from twilio.request_validator import RequestValidator
 
 from scripts import audio
+from scripts.fakes.twilio_call_updates import CallUpdate, UpdateWatch
 from scripts.fakes.twilio_messages import InboundStream
+from scripts.fakes.twilio_playback import Playback
 from scripts.fakes.twilio_webhook import StreamTarget
 from scripts.fakes.websocket_client import ClientConnection, ConnectionClosed, HandshakeFailed, HandshakeRefused
 
@@ -48,12 +54,16 @@ class CallResult:
     first_audio_ms: float | None = None
     media_payloads: list[str] = field(default_factory=list)
     marks_echoed: list[str] = field(default_factory=list)
+    marks_echoed_ms: list[float] = field(default_factory=list)  # when each was echoed, since connecting
     clears_ms: list[float] = field(default_factory=list)
     marks_played_before_clear: list[int] = field(default_factory=list)  # per clear
     heard: bytes = b""
     sent_payloads: list[str] = field(default_factory=list)
     closed_at_ms: float | None = None
+    connected_at: float = 0.0  # time.monotonic() when the upgrade was sent: the timeline's zero
     relay_hung_up: bool = False  # the relay closed the stream before the caller hung up
+    rest_updates: list[CallUpdate] = field(default_factory=list)  # what the relay asked of Twilio's REST API
+    rest_watched: bool | None = None  # the REST stand-in could be asked (None: not watched)
     timeline: list[tuple[float, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -62,54 +72,12 @@ class CallResult:
         """Every audio byte the relay sent, in order (before any clear)."""
         return b"".join(audio.unb64(p) for p in self.media_payloads)
 
-
-class Playback:
-    """Twilio's outbound buffer: plays at 8 bytes/ms, echoes marks when reached."""
-
-    def __init__(self) -> None:
-        self.cursor = 0.0  # monotonic time the buffered audio finishes playing
-        self.chunks: list[tuple[float, bytes]] = []  # (play start, audio)
-        self.marks: deque[tuple[float, str]] = deque()
-        self.lock = threading.Lock()
-
-    def add_audio(self, now: float, data: bytes) -> None:
-        """Queue audio behind what is already buffered."""
-        with self.lock:
-            start = max(now, self.cursor)
-            self.chunks.append((start, data))
-            self.cursor = start + len(data) / audio.BYTES_PER_MS / 1000
-
-    def add_mark(self, now: float, name: str) -> None:
-        """A mark, reached when the audio queued before it has played."""
-        with self.lock:
-            self.marks.append((max(now, self.cursor), name))
-
-    def due_marks(self, now: float) -> list[str]:
-        """The marks reached by ``now``."""
-        with self.lock:
-            out = []
-            while self.marks and self.marks[0][0] <= now:
-                out.append(self.marks.popleft()[1])
-            return out
-
-    def clear(self, now: float) -> list[str]:
-        """Drop unplayed audio; every pending mark comes back at once."""
-        with self.lock:
-            self.chunks = [(start, data[:self._played(now, start, data)]) for start, data in self.chunks
-                           if self._played(now, start, data) > 0]
-            self.cursor = now
-            names = [name for _, name in self.marks]
-            self.marks.clear()
-            return names
-
-    def heard(self, now: float) -> bytes:
-        """The audio played by ``now``."""
-        with self.lock:
-            return b"".join(data[:self._played(now, start, data)] for start, data in self.chunks)
-
-    @staticmethod
-    def _played(now: float, start: float, data: bytes) -> int:
-        return int(max(0.0, min(now - start, len(data) / 8000)) * 8000)
+    @property
+    def ended_by(self) -> str:
+        """Who ended the call: ``assistant`` (through Twilio's REST API), ``relay`` (closed the stream), ``caller``."""
+        if self.rest_updates:
+            return "assistant"
+        return "relay" if self.relay_hung_up else "caller"
 
 
 class SimulatedCaller:
@@ -131,6 +99,7 @@ class SimulatedCaller:
         extra_headers: dict[str, str] | None = None,
         ca_file: str | None = None,
         offer_deflate: bool = False,
+        rest_api_url: str | None = None,
     ) -> None:
         self.target = target
         self.auth_token = auth_token
@@ -145,6 +114,8 @@ class SimulatedCaller:
         self.extra_headers = extra_headers or {}
         self.ca_file = ca_file  # trust this CA for wss:// instead of the public ones
         self.offer_deflate = offer_deflate  # offer permessage-deflate in the upgrade
+        self.rest_api_url = rest_api_url  # a REST stand-in to watch for the relay's updates of this call
+        self._watch: UpdateWatch | None = None
         self.stream = InboundStream(target.call_sid)
         self.result = CallResult()
         self.playback = Playback()
@@ -177,7 +148,7 @@ class SimulatedCaller:
         if self.auth_token:
             headers["X-Twilio-Signature"] = RequestValidator(self.auth_token).compute_signature(
                 self.target.signed_url, {})
-        self._t0 = time.monotonic()
+        self._t0 = self.result.connected_at = time.monotonic()
         try:
             self._ws = ClientConnection.connect(self.target.url, headers=headers, timeout_s=self.timeout_s,
                                                 ca_file=self.ca_file, offer_deflate=self.offer_deflate,
@@ -224,6 +195,8 @@ class SimulatedCaller:
         self.result.closed_at_ms = self._ms()
         if self.result.close_code is None and self._letting_go:
             self._note("caller let go of the line (no close from the relay)")
+        elif self._letting_go:
+            self._note(f"the relay answered the close (code {self.result.close_code})")
         else:
             self._note(f"relay closed the stream (code {self.result.close_code})")
         self.closed.set()
@@ -262,6 +235,21 @@ class SimulatedCaller:
         try:
             self.send(self.stream.mark(name))
             self.result.marks_echoed.append(name)
+            self.result.marks_echoed_ms.append(self._ms())
+        except (ConnectionClosed, OSError):
+            return
+
+    def _on_rest_update(self, update: CallUpdate) -> None:
+        """The relay updated this call through Twilio's REST API: Twilio ends the stream."""
+        self.result.rest_updates.append(update)
+        self._note(update.describe())
+        if self.closed.is_set() or self._ws is None:
+            return
+        self._note("Twilio ends the stream (stop)")
+        self._letting_go = True
+        try:
+            self.send(self.stream.stop())
+            self._ws.close()
         except (ConnectionClosed, OSError):
             return
 
@@ -278,7 +266,8 @@ class SimulatedCaller:
                 return
             self.first_audio.wait(0.02)
 
-    def _stream_audio(self, data: bytes, deadline: float) -> None:
+    def _stream_audio(self, data: bytes, deadline: float, realtime: bool | None = None) -> None:
+        paced = self.realtime if realtime is None else realtime
         started = time.monotonic()
         for index, frame in enumerate(audio.frames(data)):
             if self._over() or time.monotonic() > deadline:
@@ -289,7 +278,7 @@ class SimulatedCaller:
                 self.send(self.stream.media_b64(payload, len(frame)))
             except (ConnectionClosed, OSError):
                 return
-            if self.realtime:
+            if paced:
                 due = started + (index + 1) * 0.02
                 time.sleep(max(due - time.monotonic(), 0))
 
@@ -305,13 +294,28 @@ class SimulatedCaller:
                          threading.Thread(target=self._player, daemon=True)]
         for thread in self._threads:
             thread.start()
+        if self.rest_api_url:
+            self._watch = UpdateWatch(self.rest_api_url, self.target.call_sid, self._on_rest_update).start()
         return True
+
+    def say(self, data: bytes, *, realtime: bool | None = None) -> None:
+        """Speak ``data`` in 20 ms frames, in real time unless ``realtime`` (or the caller's) says not."""
+        self._stream_audio(data, float("inf"), realtime)
+
+    def press(self, digits: str, gap_s: float = 0.1) -> None:
+        """Press keys on the keypad (Twilio's ``dtmf`` messages), ``gap_s`` apart."""
+        for digit in digits:
+            self.send(self.stream.dtmf(digit))
+            time.sleep(gap_s)
 
     def finish(self) -> CallResult:
         """Hang up (if the relay has not already) and collect what was heard."""
         self.hang_up()
         for thread in self._threads:
             thread.join(self.timeout_s)
+        if self._watch is not None:
+            self._watch.stop()
+            self.result.rest_watched = self._watch.reachable
         self.result.heard = self.playback.heard(time.monotonic())
         return self.result
 
@@ -342,8 +346,8 @@ class SimulatedCaller:
         ws = self._ws
         if ws is None:
             return
-        if self.closed.is_set():  # the relay hung up first: just release the socket
-            self.result.relay_hung_up = True
+        if self.closed.is_set():  # the relay (or Twilio, on its REST request) ended it first: let go
+            self.result.relay_hung_up = not self.result.rest_updates
             self._let_go(ws)
             return
         self._note("caller hangs up" + (" (stop)" if self.send_stop else " (no stop)"))

@@ -3,11 +3,17 @@
 ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with a form body: ``Status=completed``
 hangs the call up, ``Twiml=<Response>...</Response>`` redirects it
 (https://www.twilio.com/docs/voice/api/call-resource#update-a-call-resource). The stand-in records
-every request (path, basic-auth user, form fields), answers with the Call resource's JSON, and
-refuses what Twilio would refuse: wrong credentials (401, code 20003), TwiML that is not
+every request (path, basic-auth user, form fields, when), answers with the Call resource's JSON,
+and refuses what Twilio would refuse: wrong credentials (401, code 20003), TwiML that is not
 well-formed XML or longer than 4,000 characters (400, code 12100 or 21232), and any update of a
 call it has already completed (400, code 21220). ``on_update`` lets a gateway react to an
-accepted update (the softphone's gateway ends its stream, as Twilio would).
+accepted update (the softphone's gateway ends its stream, as Twilio would); ``wsgi`` is the app,
+for a gateway to mount under ``/2010-04-01/`` and ``/standin/``.
+
+Twilio's side of a call learns of an update the way the stand-in can tell it: ``GET
+/standin/calls/{CallSid}.json`` (the stand-in's own, not Twilio's) lists the updates it
+accepted for that call, ``{"call_sid", "updates": [{"Status": "completed"} | {"Twiml": ...}]}``;
+the simulated caller (scripts/fakes/twilio_caller.py) polls it to end its stream as Twilio would.
 
 Modes for tests: ``slow`` (answers after ``delay_s``), ``fail`` (``fail_status``, with Twilio's
 error JSON) and ``refuse`` (the port stays taken but nothing listens: connections are refused).
@@ -26,6 +32,7 @@ import json
 import re
 import socket
 import sys
+import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -37,6 +44,7 @@ from gevent.pywsgi import WSGIServer
 
 MODES = ("normal", "slow", "fail", "refuse")
 _CALL_PATH = re.compile(r"/2010-04-01/Accounts/(AC[0-9A-Za-z]+)/Calls/(CA[0-9A-Za-z]+)\.json")
+_UPDATES_PATH = re.compile(r"/standin/calls/(CA[0-9A-Za-z]+)\.json")
 TWIML_MAX_CHARS = 4000
 
 
@@ -51,6 +59,7 @@ class RestRequest:
     account_sid: str = ""
     call_sid: str = ""
     status: int = 0  # what the stand-in answered
+    at: float = 0.0  # when it arrived (time.monotonic)
 
 
 class TwilioRestApi:
@@ -109,11 +118,25 @@ class TwilioRestApi:
         """The form of every update of ``call_sid``, in order."""
         return [request.form for request in self.requests if request.call_sid == call_sid]
 
+    def accepted(self, call_sid: str) -> list[dict[str, str]]:
+        """The form of every update of ``call_sid`` the stand-in accepted (answered 200), in order."""
+        return [request.form for request in self.requests if request.call_sid == call_sid and request.status == 200]
+
+    def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """The stand-in as a WSGI app (its own server runs it; a gateway may mount it)."""
+        return self._app(environ, start_response)
+
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        listing = _UPDATES_PATH.fullmatch(path)
+        if listing is not None and environ["REQUEST_METHOD"] == "GET":
+            data = json.dumps({"call_sid": listing.group(1), "updates": self.accepted(listing.group(1))}).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+            return [data]
         body = environ["wsgi.input"].read()
         form = {name: values[0] for name, values in parse_qs(body.decode("utf-8", "replace")).items()}
         user, password = _basic_auth(environ.get("HTTP_AUTHORIZATION", ""))
-        request = RestRequest(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), user, form)
+        request = RestRequest(environ["REQUEST_METHOD"], path, user, form, at=time.monotonic())
         self.requests.append(request)
         status, document = self._answer(request, password)
         request.status = status

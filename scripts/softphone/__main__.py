@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"softphone: cannot listen on 127.0.0.1:{args.port} ({exc.strerror}): "
               f"choose another port with --port", file=sys.stderr)
         return 1
-    print(f"softphone on {gateway.url}", flush=True)
+    print(f"softphone on {gateway.url} (Twilio's REST API for its calls: TWILIO_API_BASE_URL={gateway.rest_api_url})",
+          flush=True)
     stopping = Event()
     gevent.signal_handler(signal.SIGINT, stopping.set)
     gevent.signal_handler(signal.SIGTERM, stopping.set)

@@ -9,9 +9,9 @@ Routes:
 - ``GET /`` and the page's files (``static/``);
 - ``GET /phone`` + WebSocket upgrade: one call (``page_messages`` says what travels on it);
 - ``GET /healthz``: ``{"status": "ok", "calls": N}``;
-- anything ``mount()``ed: another WSGI app under a path prefix, e.g. a stand-in for
-  Twilio's REST API that ends or redirects live calls through ``Gateway.calls`` and
-  ``PhoneCall.end(reason)``.
+- Twilio's REST API for its calls (``rest_api.py``): point the relay's TWILIO_API_BASE_URL at
+  the gateway and the assistant's hang-ups and transfers end the page's call, as Twilio would;
+- anything else ``mount()``ed: another WSGI app under a path prefix.
 
 Only loopback: the server binds 127.0.0.1, answers only requests whose ``Host`` is this
 address (a DNS-rebinding page gets 403), and upgrades ``/phone`` only for a page of its own
@@ -37,6 +37,7 @@ from geventwebsocket.handler import WebSocketHandler
 
 from scripts.softphone import page_messages as pm
 from scripts.softphone.phone_call import Limits, Line, PhoneCall
+from scripts.softphone.rest_api import serve_rest_api
 
 log = logging.getLogger("softphone")
 
@@ -101,15 +102,21 @@ class Gateway:
         self._mounts: list[tuple[str, WSGIApp]] = []
         self._server: WSGIServer | None = None
         self._watchdog: gevent.Greenlet | None = None
+        self.rest_api = serve_rest_api(self)  # what the relay's REST requests did, for tests
 
     @property
     def url(self) -> str:
         """The page's address."""
         return f"http://127.0.0.1:{self.port}/"
 
+    @property
+    def rest_api_url(self) -> str:
+        """The relay's ``TWILIO_API_BASE_URL`` for the page's calls."""
+        return f"http://127.0.0.1:{self.port}"
+
     def mount(self, prefix: str, app: WSGIApp) -> None:
-        """Serve ``app`` for every path under ``prefix`` (e.g. ``/2010-04-01/``)."""
-        self._mounts.append((prefix, app))
+        """Serve ``app`` for every path under ``prefix`` (e.g. ``/2010-04-01/``); the latest mount wins."""
+        self._mounts.insert(0, (prefix, app))
 
     def start(self) -> Gateway:
         """Listen on 127.0.0.1 (port 0 picks a free one; ``port`` is then set)."""

@@ -97,13 +97,13 @@ def test_a_record_is_bounded_however_long_the_call() -> None:
 def test_the_report_has_every_field_the_receiver_expects() -> None:
     rec = record()
     report = rec.report(ended_wall=1_800_000_042.5, end_reason="caller_hangup", first_audio_ms=312.0, barge_ins=1,
-                        tool_calls=[{"name": "lookup_order", "ok": True, "ms": 80, "outcome": "ok"}],
+                        tool_calls=[{"name": "lookup_order", "ok": True, "ms": 80, "outcome": "ok", "at_ms": 950.0}],
                         transfer=None)
     assert report == {
         "call_sid": CALL, "stream_sid": STREAM, "from": CALLER, "to": CALLED,
         "started_at": "2027-01-15T08:00:00.000Z", "ended_at": "2027-01-15T08:00:42.500Z", "duration_s": 42.5,
         "end_reason": "caller_hangup", "first_audio_ms": 312.0, "barge_ins": 1, "transcript": [],
-        "tool_calls": [{"name": "lookup_order", "ok": True, "ms": 80}], "transfer": None,
+        "tool_calls": [{"name": "lookup_order", "ok": True, "ms": 80, "at_ms": 950.0}], "transfer": None,
         "usage": {"input_tokens": 0, "output_tokens": 0}, "model": "gpt-realtime", "voice": "marin",
     }
     json.dumps(report)  # it must be JSON as it is
@@ -170,5 +170,6 @@ def test_a_call_through_the_bridge_leaves_its_record() -> None:
         {"role": "caller", "text": "Order forty two please", "at_ms": 800.0},
         {"role": "caller", "text": "4 2 #", "at_ms": 800.0, "keypad": True},
     ]
-    assert report["tool_calls"] == [{"name": "lookup_order", "ok": True, "ms": 80}]
+    # Placed among the turns: asked for 800 ms after the stream's start.
+    assert report["tool_calls"] == [{"name": "lookup_order", "ok": True, "ms": 80, "at_ms": 800.0}]
     assert report["usage"] == {"input_tokens": 10, "output_tokens": 20, "transcription": {"input_tokens": 7}}

@@ -12,7 +12,7 @@ import pytest
 from relay import openai_protocol as oai
 from relay import stream_token
 from relay import twilio_protocol as tw
-from relay.actions import Actions, EndCall, RunTool, UpdateCall
+from relay.actions import Actions, EndCall, RunTool, ToolRefused, UpdateCall
 from relay.assistant import Assistant, Tool
 from relay.bridge import CallBridge, CallState
 from relay.call_settings import BridgeSettings, persona
@@ -131,17 +131,21 @@ def test_two_calls_in_one_response_get_one_response_create() -> None:
     assert [e["type"] for e in sent] == ["conversation.item.create"] * 2 + ["response.create"]
 
 
-@pytest.mark.parametrize(("name", "arguments", "error"), [
-    ("lookup_order", '{"order_id": "forty-two"}', "invalid arguments for lookup_order at $.order_id"),
-    ("lookup_order", '{"order_id": "1", "pin": "1234"}', "invalid arguments for lookup_order"),
-    ("lookup_order", "{not json", "the arguments for lookup_order are not valid JSON"),
-    ("lookup_order", "[1]", "must be a JSON object"),
-    ("delete_everything", "{}", "there is no tool called delete_everything"),
+@pytest.mark.parametrize(("name", "arguments", "error", "counted"), [
+    ("lookup_order", '{"order_id": "forty-two"}', "invalid arguments for lookup_order at $.order_id",
+     ToolRefused("lookup_order", "bad_arguments")),
+    ("lookup_order", '{"order_id": "1", "pin": "1234"}', "invalid arguments for lookup_order",
+     ToolRefused("lookup_order", "bad_arguments")),
+    ("lookup_order", "{not json", "the arguments for lookup_order are not valid JSON",
+     ToolRefused("lookup_order", "bad_arguments")),
+    ("lookup_order", "[1]", "must be a JSON object", ToolRefused("lookup_order", "bad_arguments")),
+    ("delete_everything", "{}", "there is no tool called delete_everything", ToolRefused("(unknown)", "unknown_tool")),
 ])
-def test_bad_calls_are_answered_to_the_model_without_calling_any_url(name: str, arguments: str, error: str) -> None:
+def test_bad_calls_are_answered_to_the_model_without_calling_any_url(name: str, arguments: str, error: str,
+                                                                     counted: ToolRefused) -> None:
     bridge, _ = make()
     created(bridge)
-    assert not call(bridge, name, arguments).effects
+    assert call(bridge, name, arguments).effects == [counted]  # counted, and nothing to run
     sent = events(done(bridge))
     output = json.loads(sent[0]["item"]["output"])  # type: ignore[index]
     assert error in output["error"] and sent[1] == {"type": "response.create"}
@@ -156,7 +160,7 @@ def test_a_failing_tool_is_told_to_the_model() -> None:
     sent = events(bridge.tool_done("call_1", Result(False, '{"error": "the tool timed out after 5 s"}', "timeout")))
     assert json.loads(sent[0]["item"]["output"]) == {"error": "the tool timed out after 5 s"}  # type: ignore[index]
     assert bridge.conversation is not None and bridge.conversation.tool_calls == [
-        {"name": "lookup_order", "ok": False, "ms": 12, "outcome": "timeout"}]
+        {"name": "lookup_order", "ok": False, "ms": 12, "outcome": "timeout", "at": 1000.0}]
 
 
 def test_audio_flows_and_barge_in_works_while_a_tool_runs() -> None:
@@ -256,7 +260,7 @@ def test_a_rest_call_that_never_answers_counts_as_failed() -> None:
 def test_end_call_disabled_is_an_unknown_tool() -> None:
     bridge, _ = make(end_call_enabled=False)
     created(bridge)
-    assert not call(bridge, "end_call", "{}").effects
+    assert call(bridge, "end_call", "{}").effects == [ToolRefused("(unknown)", "unknown_tool")]
     assert "there is no tool called end_call" in done(bridge).to_openai[0]
 
 

@@ -93,6 +93,19 @@ def test_the_report_receiver_alone(run_fake: RunFake) -> None:
     assert wait_for_text(log, "[00:01.5]    caller: Hi there")
 
 
+def test_the_report_receiver_gives_a_call_s_record_back_to_its_own_address_only(run_fake: RunFake) -> None:
+    _, url, _ = run_fake("report_receiver", "--secret", SECRET)
+    sid = "CA" + "9" * 32
+    assert get(f"{url}/calls/{sid}")[0] == 404  # nothing yet
+    body = json.dumps({"call_sid": sid, "transcript": [{"role": "caller", "text": "Hi", "at_ms": 10}]}).encode()
+    assert get(url + "/calls", signed(body), "POST", body)[0] == 200
+    status, _, answer = get(f"{url}/calls/{sid}")
+    assert status == 200 and json.loads(answer)["transcript"][0]["text"] == "Hi"
+    status, _, answer = get(f"{url}/calls/{sid}", {"Host": "attacker.example:80"})
+    assert status == 403 and b"own address" in answer  # a page that rebinds a name to 127.0.0.1 reads nothing
+    assert get(f"{url}/calls/CA{'8' * 32}")[0] == 404
+
+
 def test_the_twilio_rest_api_alone(run_fake: RunFake) -> None:
     _, url, log = run_fake("twilio_rest_api")
     path = f"/2010-04-01/Accounts/AC{'0' * 32}/Calls/CA{'1' * 32}.json"
@@ -100,6 +113,10 @@ def test_the_twilio_rest_api_alone(run_fake: RunFake) -> None:
                             b"Status=completed")
     assert status == 200 and json.loads(answer)["status"] == "completed"
     assert wait_for_text(log, f"POST {path} ['Status'] -> 200")
+    # Twilio's side of the call reads what was accepted (a second update of a completed call is refused).
+    assert get(url + path, {"Content-Type": "application/x-www-form-urlencoded"}, "POST", b"Status=completed")[0] == 400
+    status, _, answer = get(f"{url}/standin/calls/CA{'1' * 32}.json")
+    assert status == 200 and json.loads(answer) == {"call_sid": "CA" + "1" * 32, "updates": [{"Status": "completed"}]}
 
 
 @pytest.mark.parametrize("module", ["example_tool", "report_receiver"])

@@ -12,7 +12,8 @@ Tests read what each session saw (``sessions``: SessionRecords), how many handsh
 tried (``handshakes``) and which sockets are open (``live``); they choose a fault for every
 session (``behaviour``) or for the next few (``plan``), the conversation (``scenario``) and
 how messages travel (``wire``). ``GET /`` describes the stand-in, ``GET /stats`` and
-``POST /reset`` serve the bench.
+``POST /reset`` serve the bench, ``POST /scenario?name=order-transfer`` switches the
+scenario of the sessions that open from then on (scenarios.py: ``SCENARIOS``).
 
 Used by ``make run`` when OPENAI_API_KEY is unset, by the tests and by ``make bench``.
 """
@@ -34,7 +35,10 @@ from websockets.http11 import Response
 from scripts import audio
 from scripts.fakes.openai.faults import Behaviour, error_body
 from scripts.fakes.openai.load import LoadStreamer
-from scripts.fakes.openai.session import Scenario, Session, SessionRecord, Wire
+from scripts.fakes.openai.responses import Speech
+from scripts.fakes.openai.scenarios import Scenario, named
+from scripts.fakes.openai.session import Session, SessionRecord, Wire
+from scripts.fakes.openai.transcripts import CallerWords
 from scripts.fakes.websocket_server import Connection, WebSocketServer, json_response
 
 log = logging.getLogger("standin")
@@ -55,6 +59,7 @@ class StandinModel:
         delta_ms: int = 100,
         speed: float = 4.0,
         greeting_audio: bytes | None = None,
+        greeting_text: str | None = None,
         scenario: Scenario | None = None,
         wire: Wire | None = None,
         load: bool = False,
@@ -68,7 +73,10 @@ class StandinModel:
         self.behaviour = behaviour
         self.delta_ms = delta_ms
         self.speed = speed
-        self.greeting_audio = greeting_audio if greeting_audio is not None else audio.read_wav_ulaw(audio.GREETING_WAV)
+        self._asset_greeting = audio.read_wav_ulaw(audio.GREETING_WAV), audio.words_of(audio.GREETING_WAV)
+        self.greeting_audio = greeting_audio if greeting_audio is not None else self._asset_greeting[0]
+        self.greeting_text = greeting_text  # None: the asset's words, or a description of other audio
+        self.caller_words = CallerWords()
         self.scenario = scenario or Scenario()
         self.wire = wire or Wire()
         self.load = load
@@ -99,6 +107,16 @@ class StandinModel:
         if not isinstance(value, Behaviour):  # a bare string would silently mean NORMAL
             raise TypeError(f"behaviour must be a Behaviour, not {value!r}")
         self._behaviour = value
+
+    @property
+    def greeting(self) -> Speech:
+        """The greeting clip and its words (the asset's own words, unless told; a description for other audio)."""
+        text = self.greeting_text
+        if text is None:
+            clip, words = self._asset_greeting
+            text = words if self.greeting_audio == clip else \
+                f"(the stand-in's greeting, {len(self.greeting_audio) / 8000:.1f} s)"
+        return Speech(self.greeting_audio, text)
 
     def plan(self, *behaviours: Behaviour) -> None:
         """The next sessions get these faults, in order; later ones get ``behaviour``."""
@@ -210,7 +228,15 @@ class StandinModel:
             self.loader.stats.reset()
             gc.collect()  # between load steps, while nothing is being measured
             document = {"reset": True}
+        elif parts.path == "/scenario" and method == "POST":
+            # The scenario of the sessions that open from now on (a local stand-in's switch).
+            name = parse_qs(parts.query).get("name", [""])[0]
+            try:
+                self.scenario = named(name)
+            except ValueError as exc:
+                return json_response(400, "Bad Request", json.dumps({"error": str(exc)}).encode())
+            document = {"scenario": self.scenario.name}
         else:
             document = {"standin": True, "behaviour": self.behaviour.value, "load": self.load,
-                        "sessions": len(self.sessions), "live": len(self.live)}
+                        "scenario": self.scenario.name, "sessions": len(self.sessions), "live": len(self.live)}
         return json_response(200, "OK", json.dumps(document).encode())

@@ -6,17 +6,16 @@
 - ``input_audio_buffer.append`` feeds an energy VAD: ``speech_started`` /
   ``speech_stopped`` / ``committed``; with ``interrupt_response``, a speaking response is
   cancelled when the caller talks over it;
-- ``response.create`` and each finished caller turn are handed to the session's
-  ``Scenario``, which decides what to say; a reply is streamed as
-  ``response.output_audio.delta`` chunks faster than real time, like the real model;
+- when the session asked for ``audio.input.transcription``, each caller turn is followed by
+  ``conversation.item.input_audio_transcription.completed`` (transcripts.py says which
+  words it gives: it does no speech recognition);
+- ``response.create``, each finished caller turn and each item the relay adds are handed to
+  the session's ``Scenario`` (scenarios.py), which decides what to say; ``respond`` streams
+  it (responses.py: audio faster than real time with its words, function calls);
 - ``conversation.item.truncate`` is checked against the item's audio and acknowledged.
 
-A ``Scenario`` is the conversation: the default greets when asked and then plays back what
-the caller said. Subclass it to script another one (a tool called after the caller's first
-words, transcription events...): its hooks get the session, whose ``speak``, ``send`` and
-``error`` are the building blocks. Faults (faults.py) strike at fixed points whatever the
-scenario. ``Wire`` changes how messages travel (fragmented, preceded by pings), for the
-wire-level interop tests.
+Faults (faults.py) strike at fixed points whatever the scenario. ``Wire`` changes how
+messages travel (fragmented, preceded by pings), for the wire-level interop tests.
 
 Everything received is recorded in a ``SessionRecord`` for tests to assert on. The wire
 facts are in docs/openai-realtime.md.
@@ -28,13 +27,16 @@ import base64
 import itertools
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import gevent
 
 from scripts import audio
-from scripts.fakes.openai.faults import FAULT_AT_DELTA, PAUSE_READING_S, Behaviour
+from scripts.fakes.openai.faults import PAUSE_READING_S, Behaviour
+from scripts.fakes.openai.responses import Part, Speech, respond
+from scripts.fakes.openai.transcripts import transcription_usage
 from scripts.fakes.websocket_server import Connection, ConnectionClosed
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ class SessionRecord:
     headers: dict[str, str]
     behaviour: Behaviour = Behaviour.NORMAL
     events: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[dict[str, Any]] = field(default_factory=list)  # every event sent but audio deltas
     appended: list[str] = field(default_factory=list)  # base64 exactly as received
     deltas_sent: list[str] = field(default_factory=list)
     opened_at: float = field(default_factory=time.monotonic)
@@ -69,6 +72,19 @@ class SessionRecord:
         """The ``type`` of every event received, in order."""
         return [str(e.get("type")) for e in self.events]
 
+    def sent_of(self, kind: str) -> list[dict[str, Any]]:
+        """The events of type ``kind`` the stand-in sent, in order."""
+        return [e for e in self.sent if e.get("type") == kind]
+
+
+@dataclass(frozen=True)
+class CallerTurn:
+    """One turn of the caller, as the VAD heard it: its item, audio and length of speech."""
+
+    item_id: str
+    audio: bytes  # from the turn's first voiced frame to the end of the silence that ended it
+    speech_ms: int  # without that silence
+
 
 @dataclass(frozen=True)
 class Wire:
@@ -76,32 +92,6 @@ class Wire:
 
     fragments: int = 1  # send each audio delta as this many frames (text + continuations)
     ping_before_delta: bool = False  # a ping before every audio delta
-
-
-class Scenario:
-    """The conversation: greet when asked, then answer each caller turn with their own words.
-
-    ``echo=False`` answers every turn with the greeting clip instead. Another conversation is
-    a subclass overriding the hooks, for instance one that calls a tool once the caller has
-    spoken: ``on_caller_turn`` sends the ``response.output_item.added`` (a ``function_call``
-    item), ``response.function_call_arguments.done`` and ``response.done`` events with
-    ``session.send``, and ``on_item_created`` answers the relay's ``function_call_output``
-    with ``session.speak``. Hooks run in the session's reading greenlet: they must not block.
-    """
-
-    def __init__(self, *, echo: bool = True) -> None:
-        self.echo = echo
-
-    def on_response_create(self, session: Session, event: dict[str, Any]) -> None:
-        """The relay asked for a response (the greeting): speak the greeting clip."""
-        session.speak(session.model.greeting_audio)
-
-    def on_caller_turn(self, session: Session, heard: bytes) -> None:
-        """The VAD heard the caller stop talking (``heard``: their audio): answer."""
-        session.speak(heard if self.echo and heard else session.model.greeting_audio)
-
-    def on_item_created(self, session: Session, item: dict[str, Any]) -> None:
-        """The relay added a conversation item (a tool's output, a text message): nothing by default."""
 
 
 class Session:
@@ -122,9 +112,11 @@ class Session:
         self.unvoiced = 0
         self.in_speech = False
         self.turn_audio = bytearray()
+        self.turn_item = ""  # the caller turn's item: speech_started, speech_stopped, committed, transcription
         self.appended_ms = 0
         self.out_of_quota = False
         self.configured = False
+        self.transcribe = False  # the session asked for the caller's words
 
     def new_id(self, prefix: str) -> str:
         """An id of the shape the API uses (``item_…``, ``resp_…``), unique in this stand-in."""
@@ -133,6 +125,7 @@ class Session:
     def send(self, event: dict[str, Any]) -> None:
         """Send one server event (an ``event_id`` is added); nothing if the relay has hung up."""
         event.setdefault("event_id", self.new_id("event"))
+        self.record.sent.append(event)
         try:
             self.conn.send_text(json.dumps(event))
         except ConnectionClosed:
@@ -210,8 +203,10 @@ class Session:
                 self.error("unknown_parameter", f"Unknown parameter: 'session.{name}'.", f"session.{name}",
                            event.get("event_id"))
                 return
-        turn = ((session.get("audio") or {}).get("input") or {}).get("turn_detection") or {}
+        audio_input = (session.get("audio") or {}).get("input") or {}
+        turn = audio_input.get("turn_detection") or {}
         self.interrupt = bool(turn.get("interrupt_response", True))
+        self.transcribe = bool((audio_input.get("transcription") or {}).get("model"))
         self.configured = True
         self.send({"type": "session.updated", "session": self.session_body(session)})
         if self.behaviour is Behaviour.RECOVERABLE_ERROR:
@@ -240,23 +235,34 @@ class Session:
             self.unvoiced = 0 if voiced else self.unvoiced + 1
             if self.unvoiced >= VAD_STOP_FRAMES:
                 self.in_speech = False
-                item = self.new_id("item")
+                item = self.turn_item
                 self.send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self.appended_ms,
                            "item_id": item})
                 self.send({"type": "input_audio_buffer.committed", "item_id": item, "previous_item_id": None})
                 heard = bytes(self.turn_audio)
                 self.turn_audio = bytearray()
-                self.scenario.on_caller_turn(self, heard)
+                speech_ms = max(len(heard) - VAD_STOP_FRAMES * len(frame), 0) // audio.BYTES_PER_MS
+                turn = CallerTurn(item, heard, speech_ms)
+                if self.transcribe:
+                    self._transcribe(turn)
+                self.scenario.on_caller_turn(self, turn)
             return
         self.voiced = self.voiced + 1 if voiced else 0
         if self.voiced >= VAD_START_FRAMES:
             self.in_speech = True
             self.unvoiced = 0
             self.turn_audio = bytearray(frame)
+            self.turn_item = self.new_id("item")
             self.send({"type": "input_audio_buffer.speech_started",
-                       "audio_start_ms": max(self.appended_ms - 40, 0), "item_id": self.new_id("item")})
+                       "audio_start_ms": max(self.appended_ms - 40, 0), "item_id": self.turn_item})
             if self.speaking and self.interrupt:
                 self.speaker.kill(block=False)  # type: ignore[union-attr]  # server VAD interrupts
+
+    def _transcribe(self, turn: CallerTurn) -> None:
+        """The caller's words for the turn (transcripts.py: known words, or a description)."""
+        text = self.model.caller_words.transcript(turn.audio, turn.speech_ms)
+        self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": turn.item_id,
+                   "content_index": 0, "transcript": text, "usage": transcription_usage(turn.speech_ms, text)})
 
     def on_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
         """Acknowledge a manual commit."""
@@ -310,59 +316,22 @@ class Session:
         """True while a response is being streamed."""
         return self.speaker is not None and not self.speaker.dead
 
-    def speak(self, clip: bytes) -> None:
-        """Start a response that says ``clip`` (the one being spoken, if any, is cut off first)."""
+    def respond(self, parts: Sequence[Part]) -> None:
+        """Start a response of ``parts`` (the one being spoken, if any, is cut off first)."""
         if self.speaking:
             self.speaker.kill(block=True)  # type: ignore[union-attr]
-        self.speaker = gevent.spawn(self._speak, clip)
+        self.speaker = gevent.spawn(respond, self, list(parts))
+
+    def speak(self, clip: bytes, text: str = "") -> None:
+        """Start a response that says ``clip`` (its words: ``text``)."""
+        self.respond([Speech(clip, text)])
 
     def stop_speaking(self) -> None:
         """Let the response being spoken go (the socket ended)."""
         if self.speaker is not None:
             self.speaker.kill(block=False)
 
-    def _speak(self, clip: bytes) -> None:
-        response_id, item_id = self.new_id("resp"), self.new_id("item")
-        self.speaking_item = item_id
-        self.item_audio_ms[item_id] = 0
-        status, reason = "completed", None
-        self.send({"type": "response.created", "response": {"id": response_id, "object": "realtime.response",
-                                                            "status": "in_progress", "output": []}})
-        self.send({"type": "response.output_item.added", "response_id": response_id, "output_index": 0,
-                   "item": {"id": item_id, "type": "message", "role": "assistant", "content": []}})
-        chunk = self.model.delta_ms * audio.BYTES_PER_MS
-        started = time.monotonic()
-        try:
-            for index, offset in enumerate(range(0, len(clip), chunk)):
-                if index == FAULT_AT_DELTA and self._strike_mid_response():
-                    return
-                if self.behaviour is Behaviour.QUOTA_MIDCALL and (index == FAULT_AT_DELTA or self.out_of_quota):
-                    if not self.out_of_quota:
-                        self.record.fault_at = time.monotonic()
-                    self.out_of_quota = True  # every later response fails at once
-                    status, reason = "failed", "insufficient_quota"
-                    break
-                piece = clip[offset : offset + chunk]
-                self._send_delta(response_id, item_id, audio.b64(piece))
-                self.item_audio_ms[item_id] += len(piece) // audio.BYTES_PER_MS
-                # Faster than real time, like the real model.
-                due = started + (offset + len(piece)) / audio.BYTES_PER_MS / 1000 / self.model.speed
-                gevent.sleep(max(due - time.monotonic(), 0))
-        except gevent.GreenletExit:
-            status, reason = "cancelled", "turn_detected"
-        self.speaking_item = None
-        for kind in ("response.output_audio.done", "response.output_item.done"):
-            self.send({"type": kind, "response_id": response_id, "item_id": item_id, "output_index": 0,
-                       "content_index": 0})
-        details: dict[str, Any] | None = {"type": status, "reason": reason} if reason else None
-        if status == "failed":
-            details = {"type": "failed", "error": {"type": "insufficient_quota", "code": reason}}
-        self.send({"type": "response.done", "response": {
-            "id": response_id, "object": "realtime.response", "status": status, "status_details": details,
-            "output": [{"id": item_id, "type": "message", "role": "assistant"}],
-            "usage": {"total_tokens": 120, "input_tokens": 40, "output_tokens": 80}}})
-
-    def _strike_mid_response(self) -> bool:
+    def strike_mid_response(self) -> bool:
         """CLOSE_MIDCALL, FATAL_ERROR, SESSION_EXPIRED strike here; True if the response ends."""
         if self.behaviour not in (Behaviour.CLOSE_MIDCALL, Behaviour.FATAL_ERROR, Behaviour.SESSION_EXPIRED):
             return False
@@ -375,10 +344,9 @@ class Session:
             self.conn.close(1000)
         return True
 
-    def _send_delta(self, response_id: str, item_id: str, delta: str) -> None:
-        event = {"type": "response.output_audio.delta", "event_id": self.new_id("event"),
-                 "response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0,
-                 "delta": delta}
+    def send_delta(self, where: dict[str, Any], delta: str) -> None:
+        """One ``response.output_audio.delta`` (``where``: its response, item and indexes), as ``Wire`` says."""
+        event = {"type": "response.output_audio.delta", "event_id": self.new_id("event"), **where, "delta": delta}
         text = json.dumps(event)
         wire = self.model.wire
         try:
