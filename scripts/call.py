@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wav", default=str(audio.CALLER_WAV),
                         help="what the caller says: a WAV file, any sample rate, mono or stereo")
     parser.add_argument("--out", default="call.wav", help="save what the caller heard here")
-    parser.add_argument("--hold", type=float, default=14.0, help="seconds to stay on the line")
+    parser.add_argument("--hold", type=float, default=20.0,
+                        help="seconds to stay on the line at most (the assistant may hang up first)")
     parser.add_argument("--barge-in", action="store_true",
                         help="talk over the greeting instead of waiting for it")
     args = parser.parse_args(argv)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import IO
 
 from scripts import ports as port_check
+from scripts.fakes.openai.scenarios import SCENARIOS
 from scripts.stack_env import DEFAULT_PORTS, ENV_FILE, FLAGS, ROOT, Stack, stack_environment, write_env_file
 from scripts.verify.settings import read_env_file
 
@@ -55,18 +56,27 @@ class Part:
     process: subprocess.Popen[bytes] | None = None
 
 
-def parts(stack: Stack, env_file: Path) -> list[Part]:
+# What the stand-in model acts out: a tool call after the caller's first words, its answer, then a goodbye
+# and a hang-up, so that make call and the softphone show an assistant that acts (--scenario changes it).
+DEFAULT_SCENARIO = "order-hangup"
+
+
+def _is_local(url: str) -> bool:
+    return url.startswith(("http://127.0.0.1", "http://localhost"))
+
+
+def parts(stack: Stack, env_file: Path, scenario: str = DEFAULT_SCENARIO) -> list[Part]:
     """What to start, dependencies first."""
     python = sys.executable
     gunicorn = [python, "-m", "gunicorn"]
     found: list[Part] = []
 
-    def fake(name: str, module: str) -> None:
+    def fake(name: str, module: str, *extra: str) -> None:
         if name in stack.ports:  # ready once its port accepts: a request would only print a refusal there
             port = stack.ports[name]
-            found.append(Part(name, [python, "-m", module, "--port", str(port)], None, port=port))
+            found.append(Part(name, [python, "-m", module, "--port", str(port), *extra], None, port=port))
 
-    fake("stand-in", "scripts.fakes.openai")
+    fake("stand-in", "scripts.fakes.openai", "--scenario", scenario)
     fake("tool", "scripts.fakes.example_tool")
     fake("reports", "scripts.fakes.report_receiver")
     fake("twilio-api", "scripts.fakes.twilio_rest_api")
@@ -241,8 +251,9 @@ def banner(stack: Stack, env_file: Path) -> str:
         rows.append(("assistant", env["ASSISTANT_CONFIG"], "yours (ASSISTANT_CONFIG)"))
     rows.append(("call reports", env["CALL_REPORT_URL"], "printed here as calls end" if "reports" in stack.ports
                  else "yours (CALL_REPORT_URL)"))
-    rows.append(("Twilio REST", env.get("TWILIO_API_BASE_URL", "https://api.twilio.com"),
-                 "stand-in: hang-ups and transfers" if "twilio-api" in stack.ports else "the real one, for real calls"))
+    rest = env.get("TWILIO_API_BASE_URL", "https://api.twilio.com")
+    rows.append(("Twilio REST", rest, "stand-in: hang-ups and transfers" if _is_local(rest)
+                 else "the real one, for real calls"))
     if env["RELAY_PUBLIC_URL"] != stack.url("relay", scheme="ws"):
         rows.append(("public relay", env["RELAY_PUBLIC_URL"] + "/twilio/realtime", "RELAY_PUBLIC_URL"))
     if env["WEBHOOK_PUBLIC_URL"] != stack.url("webhook"):
@@ -273,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                             help=f"the {part}'s port on 127.0.0.1 (default {port}){extra}")
     parser.add_argument("--env-file", type=Path, default=ENV_FILE,
                         help="where to keep the local secrets and URLs (make call reads it)")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default=DEFAULT_SCENARIO,
+                        help=f"what the stand-in model acts out without OPENAI_API_KEY (default {DEFAULT_SCENARIO})")
     args = parser.parse_args(argv)
     chosen = {part: getattr(args, part) for part in DEFAULT_PORTS}
     for part, port in chosen.items():
@@ -298,15 +311,15 @@ def main(argv: list[str] | None = None) -> int:
         print(taken_ports(taken, stack.ports), file=sys.stderr)
         return 1
     write_env_file(args.env_file, stack)
-    return run(stack, args.env_file)
+    return run(stack, args.env_file, args.scenario)
 
 
-def run(stack: Stack, env_file: Path) -> int:
+def run(stack: Stack, env_file: Path, scenario: str = DEFAULT_SCENARIO) -> int:
     """Start the parts, say where they are, and keep them up until Ctrl-C or one of them exits."""
     stopping = Stopping()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: stopping.set())
-    running = parts(stack, env_file)
+    running = parts(stack, env_file, scenario)
     output = Output([part.name for part in running])
     if stack.standin:
         output.say(STANDIN_NOTICE.format(rule="=" * 78, url=stack.env["OPENAI_REALTIME_URL"]))

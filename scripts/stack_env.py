@@ -38,9 +38,11 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV_FILE = settings.DEFAULT_ENV_FILE
 GENERATED = ("TWILIO_AUTH_TOKEN", "STREAM_TOKEN_SECRET", "DIAGNOSTIC_TOKEN", "RELAY_SIGNING_SECRET")
 EXAMPLE_ASSISTANT = ROOT / "scripts" / "assets" / "assistant.local.toml"
-# Which part serves Twilio's REST API to the relay (TWILIO_API_BASE_URL): the stand-in on its own port.
+# Which part serves Twilio's REST API to the relay (TWILIO_API_BASE_URL): the softphone's gateway, which
+# plays Twilio for the page's calls and records the others' updates for make call; the stand-in on its own
+# port when the softphone is off (--softphone-port 0).
 # When the softphone's gateway serves it for its calls, make this "softphone" (one line).
-TWILIO_REST_PART = "twilio-api"
+TWILIO_REST_PART = "softphone"
 DEFAULT_PORTS = {"relay": 8080, "webhook": 5050, "softphone": 8070, "stand-in": 8765, "tool": 8091,
                  "reports": 8092, "twilio-api": 8093}
 FLAGS = {part: f"--{part.replace('stand-in', 'standin')}-port" for part in DEFAULT_PORTS}  # --relay-port...
@@ -118,6 +120,7 @@ def write_env_file(env_file: Path, stack: Stack) -> None:
         f"WEBHOOK_URL={stack.url('webhook')}",
         f"WEBHOOK_PUBLIC_URL={env['WEBHOOK_PUBLIC_URL']}",
         f"CALL_REPORT_URL={env['CALL_REPORT_URL']}",
+        f"TWILIO_API_BASE_URL={env.get('TWILIO_API_BASE_URL', '')}",
     ]
     if "softphone" in stack.ports:
         lines.append(f"SOFTPHONE_URL={stack.url('softphone', '/')}")
