@@ -90,6 +90,7 @@ class CallBridge(TwilioSide, OpenAISide):
         self.persona = None  # chosen by the called number, once start verifies
         self.conversation = None
         self.record = None  # what the call said and did, once start verifies
+        self._item_bytes = {}
         self.playout = Playout()
         self._early = deque(maxlen=limits.early_audio_frames)
         self.tone = ComfortTone(limits.comfort_tone_after_s)

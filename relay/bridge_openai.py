@@ -21,6 +21,7 @@ from relay.errors import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, FrameError, OpenAIP
 
 _payload_bytes = tw.payload_bytes
 _parse_openai = oai.parse
+_AudioDelta = oai.AudioDelta
 
 
 class OpenAISide(BridgeState):
@@ -68,7 +69,11 @@ class OpenAISide(BridgeState):
         return self._end(Actions(), "internal_error", CLOSE_INTERNAL_ERROR)
 
     def openai_messages(self, batch: Sequence[str | bytes]) -> Actions:
-        """Every data message of one read from OpenAI's socket, in order."""
+        """Every data message of one read from OpenAI's socket, in order.
+
+        Audio deltas go straight to ``_audio_delta`` (every chunk of the assistant's voice);
+        everything else through ``_openai``.
+        """
         out = Actions()
         for message in batch:
             try:
@@ -76,7 +81,10 @@ class OpenAISide(BridgeState):
             except OpenAIProtocolError as exc:
                 self.log.warning("openai.invalid_event detail=%s", exc)
                 continue
-            self._openai(event, out)
+            if type(event) is _AudioDelta:
+                self._audio_delta(event, out)
+            else:
+                self._openai(event, out)
         return out
 
     def on_openai(self, event: oai.OpenAIEvent) -> Actions:
@@ -123,10 +131,15 @@ class OpenAISide(BridgeState):
         """Assistant audio: the hot path. Twilio ``media``, then its ``mark``."""
         if self.state is not ACTIVE:
             return
-        audio = delta.delta
+        audio, item_id = delta.delta, delta.item_id
         size = _payload_bytes(audio)
-        self.record.assistant_audio(delta.item_id, size, self._ms())  # type: ignore[union-attr]
-        if size == 0 or delta.item_id == self.playout.suppressed_item_id:
+        generated = self._item_bytes  # every item's audio, heard or not: the record's cut needs it
+        so_far = generated.get(item_id)
+        if so_far is None:
+            self.record.assistant_item(item_id, self._ms())  # type: ignore[union-attr]
+            so_far = 0
+        generated[item_id] = so_far + size
+        if size == 0 or item_id == self.playout.suppressed_item_id:
             return
         if self.first_audio_ms is None:
             self._first_audio(out)

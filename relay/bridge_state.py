@@ -62,6 +62,7 @@ class BridgeState:
     persona: Persona | None
     conversation: Conversation | None
     record: CallRecord | None
+    _item_bytes: dict[str, int]  # the record's audio_bytes: each assistant item's audio so far
     playout: Playout
     _early: deque[str]
     tone: ComfortTone

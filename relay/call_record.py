@@ -41,10 +41,9 @@ class _Turn:
 
 @dataclass(slots=True)
 class _Item:
-    """One assistant item: its audio so far and its turn."""
+    """One assistant item: when its audio began, and its turn."""
 
     at_ms: float
-    audio_bytes: int = 0
     turn: _Turn | None = None
 
 
@@ -92,6 +91,7 @@ class CallRecord:
     _turns: list[_Turn] = field(default_factory=list)
     _caller: dict[str, _Turn] = field(default_factory=dict)  # item_id -> turn
     _items: dict[str, _Item] = field(default_factory=dict)  # assistant item_id -> item
+    audio_bytes: dict[str, int] = field(default_factory=dict)  # assistant item_id -> its audio so far
     usage: dict[str, Any] = field(default_factory=dict)
     transcription_usage: dict[str, Any] = field(default_factory=dict)
     dropped_turns: int = 0
@@ -137,14 +137,14 @@ class CallRecord:
 
     # -- the assistant --------------------------------------------------------------------
 
-    def assistant_audio(self, item_id: str, size: int, at_ms: float) -> None:
-        """``size`` bytes of an item's audio arrived (heard or not)."""
-        item = self._items.get(item_id)
-        if item is None:
-            if len(self._items) >= MAX_TURNS:
-                return
-            item = self._items[item_id] = _Item(at_ms)
-        item.audio_bytes += size
+    def assistant_item(self, item_id: str, at_ms: float) -> None:
+        """An assistant item's first audio arrived: its place in the transcript.
+
+        How much audio it has in all is counted by the bridge, in ``audio_bytes`` (a dict it
+        updates for every delta, without a call: the hot path).
+        """
+        if item_id not in self._items and len(self._items) < MAX_TURNS:
+            self._items[item_id] = _Item(at_ms)
 
     def assistant_said(self, item_id: str, text: str, at_ms: float) -> None:
         """The words of an assistant item, complete."""
@@ -178,7 +178,8 @@ class CallRecord:
 
     def transcript(self) -> list[dict[str, Any]]:
         """The turns in the order they were spoken."""
-        audio_ms = {id(item.turn): item.audio_bytes / _BYTES_PER_MS for item in self._items.values() if item.turn}
+        audio_ms = {id(item.turn): self.audio_bytes.get(item_id, 0) / _BYTES_PER_MS
+                    for item_id, item in self._items.items() if item.turn}
         out = []
         for turn in sorted(self._turns, key=lambda t: t.at_ms):
             entry: dict[str, Any] = {"role": turn.role, "text": turn.text, "at_ms": turn.at_ms}

@@ -34,13 +34,10 @@ class PeerGuard:
         self._audio_chars = 0  # base64 characters of caller audio
         self._unknown_events: set[str] = set()
 
-    def received(self, messages: int) -> None:
-        """``messages`` more arrived (one socket read)."""
+    def received(self, messages: int, audio_chars: int) -> None:
+        """One socket read: ``messages`` messages, ``audio_chars`` base64 characters of caller audio."""
         self._messages += messages
-
-    def audio(self, chars: int) -> None:
-        """A media payload of ``chars`` base64 characters arrived."""
-        self._audio_chars += chars
+        self._audio_chars += audio_chars
 
     def bad_message(self, kind: str, message: str, *args: object) -> bool:
         """One more message no Twilio sends (logged the first time); True once there are too many."""

@@ -29,12 +29,19 @@ def record() -> CallRecord:
     return CallRecord(CALL, STREAM, CALLER, CALLED, 1_800_000_000.0, "gpt-realtime", "marin", "gpt-4o-mini-transcribe")
 
 
+def audio(rec: CallRecord, item_id: str, size: int, at_ms: float) -> None:
+    """An assistant item's audio arriving, as the bridge records it (first delta, then every byte)."""
+    if item_id not in rec.audio_bytes:
+        rec.assistant_item(item_id, at_ms)
+    rec.audio_bytes[item_id] = rec.audio_bytes.get(item_id, 0) + size
+
+
 def test_turns_come_out_in_the_order_they_were_spoken_whenever_their_text_arrives() -> None:
     rec = record()
-    rec.assistant_audio("item_a1", 800, 10.0)
+    audio(rec, "item_a1", 800, 10.0)
     rec.assistant_said("item_a1", "Hello, how can I help?", 200.0)
     rec.caller_started("item_c1", 1500.0)
-    rec.assistant_audio("item_a2", 1600, 2600.0)
+    audio(rec, "item_a2", 1600, 2600.0)
     rec.assistant_said("item_a2", "It shipped yesterday.", 2700.0)
     rec.caller_said("item_c1", " Where is my order? ", 3100.0)  # transcribed after the answer began
     assert rec.transcript() == [
@@ -47,7 +54,7 @@ def test_turns_come_out_in_the_order_they_were_spoken_whenever_their_text_arrive
 def test_an_interrupted_turn_keeps_the_words_the_caller_heard() -> None:
     rec = record()
     text = "Your order number four two shipped yesterday and should arrive on Friday afternoon."
-    rec.assistant_audio("item_a", 8000 * 4, 0.0)  # 4 s generated
+    audio(rec, "item_a", 8000 * 4, 0.0)  # 4 s generated
     rec.assistant_said("item_a", text, 500.0)  # words known before the caller interrupts
     rec.assistant_cut("item_a", 1000)  # 1 s heard
     (turn,) = rec.transcript()
@@ -58,7 +65,7 @@ def test_an_interrupted_turn_keeps_the_words_the_caller_heard() -> None:
 
 def test_a_turn_cut_before_its_words_arrive_is_cut_when_they_do() -> None:
     rec = record()
-    rec.assistant_audio("item_a", 8000, 0.0)
+    audio(rec, "item_a", 8000, 0.0)
     rec.assistant_cut("item_a", 500)
     rec.assistant_said("item_a", "one two three four", 900.0)
     assert rec.transcript()[0]["text"] == "one two"
@@ -66,7 +73,7 @@ def test_a_turn_cut_before_its_words_arrive_is_cut_when_they_do() -> None:
 
 def test_nothing_heard_is_an_empty_interrupted_turn() -> None:
     rec = record()
-    rec.assistant_audio("item_a", 8000, 0.0)
+    audio(rec, "item_a", 8000, 0.0)
     rec.assistant_said("item_a", "one two three four", 10.0)
     rec.assistant_cut("item_a", 0)
     assert rec.transcript() == [{"role": "assistant", "text": "", "at_ms": 0.0, "interrupted": True,
