@@ -29,8 +29,8 @@ $(VENV)/.python-ok:
 	@$(PYTHON) -m venv --clear $(VENV) || { echo "could not create $(VENV): install the venv module (e.g. apt install python3-venv)"; exit 1; }
 	@touch $@
 
-$(VENV)/.runtime: $(VENV)/.python-ok requirements/relay.txt requirements/webhook.txt
-	$(PIP) install -r requirements/relay.txt -r requirements/webhook.txt
+$(VENV)/.runtime: $(VENV)/.python-ok requirements/relay.txt requirements/webhook.txt requirements/local.txt
+	$(PIP) install -r requirements/relay.txt -r requirements/webhook.txt -r requirements/local.txt
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements/dev.txt

@@ -1,5 +1,5 @@
 ################################################################################
-# The relay: gunicorn + gevent-websocket on port 80 of Amazon Linux 2023 instances in an Auto Scaling
+# The relay: gunicorn + gevent on port 80 of Amazon Linux 2023 instances in an Auto Scaling
 # group, behind an HTTPS-only Application Load Balancer with an ACM certificate (README.md).
 # One file per concern: storage.tf (artifacts, access logs), iam.tf, network.tf, load_balancer.tf,
 # instances.tf (launch template, group, scaling), observability.tf (logs, agent, metrics).
