@@ -64,6 +64,8 @@ def test_at_max_calls_further_upgrades_get_a_clean_503(
     for _ in range(5):
         assert refusal(relay.ws_url) == (503, f"relay is at capacity ({CALLS} calls)\n")
     assert fresh_model.handshakes == CALLS, "a refused call opened a Realtime session"
+    # Each refusal's line is written once its 503 has gone out: wait for the last one to land.
+    assert wait_until(lambda: relay.log().count("call.refused reason=saturated") >= 5, 3)
     assert relay.log().count("call.refused reason=saturated") == 5
 
     # The calls in progress never noticed; when one ends, its slot takes a new call.
