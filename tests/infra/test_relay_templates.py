@@ -89,6 +89,12 @@ def test_unit_binds_port_80_as_a_non_root_user(unit: dict[str, list[str]], stack
     assert unit["EnvironmentFile"][0] == env_file
 
 
+def test_unit_gives_each_worker_room_for_its_calls_descriptors(unit: dict[str, list[str]]) -> None:
+    # About three descriptors a call; systemd's default soft limit (1024) would cap a worker near 300.
+    (limit,) = unit["LimitNOFILE"]
+    assert int(limit) >= 10 * 3 * 300
+
+
 def test_unit_drains_before_it_kills(unit: dict[str, list[str]]) -> None:
     assert unit["KillMode"] == ["mixed"], "SIGTERM to the gunicorn master only, SIGKILL to all at the end"
     assert unit.get("KillSignal", ["SIGTERM"]) == ["SIGTERM"]
